@@ -1,0 +1,3 @@
+from dbtools.cli import main
+
+main()

@@ -1,0 +1,178 @@
+"""What every command shares: --json, confirmation, rendering, and turning errors into exit codes.
+
+Commands parse their arguments, call one library function and hand its result to
+`Options.emit`. Errors raised below the CLI are dbtools errors; here they become one redacted
+line on stderr (or one JSON object on stdout with --json) and the documented exit code.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, NoReturn, TypeVar
+
+import click
+import psycopg2
+
+from dbtools.config import Settings, load_settings, redact
+from dbtools.errors import EXIT_CHECK_FAILED, EXIT_CONFIG, EXIT_SAFETY, DbtoolsError, SafetyError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class Options:
+    json: bool = False
+    yes: bool = False
+    allow_insecure: bool = False
+    _settings: Settings | None = field(default=None, repr=False)
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(allow_insecure=self.allow_insecure)
+        return self._settings
+
+    @property
+    def interactive(self) -> bool:
+        return not self.json and sys.stderr.isatty()
+
+    def echo(self, text: str = "") -> None:
+        """Human output on stdout; silent under --json so stdout stays one JSON object."""
+        if not self.json:
+            click.echo(redact(text))
+
+    def progress(self, text: str) -> None:
+        """Progress lines on stderr, only for a person at a terminal."""
+        if self.interactive:
+            click.echo(redact(text), err=True)
+
+    def warn(self, text: str) -> None:
+        if not self.json:
+            click.echo(redact(f"warning: {text}"), err=True)
+
+    def confirm(self, question: str) -> None:
+        """Ask on a terminal; --yes answers for CI; no terminal and no --yes refuses (exit 3)."""
+        if self.yes:
+            return
+        if not sys.stdin.isatty():
+            raise SafetyError(
+                f"refusing without confirmation: {question} (no terminal; pass --yes to confirm)"
+            )
+        if not click.confirm(redact(question), default=False, err=True):
+            raise SafetyError("cancelled: nothing was changed")
+
+    def emit(
+        self, data: dict[str, Any], text: str | Callable[[], str] | None = None, exit_code: int = 0
+    ) -> NoReturn:
+        if self.json:
+            payload = {"ok": exit_code == 0, **data}
+            click.echo(redact(json.dumps(payload, default=str, ensure_ascii=False)))
+        elif text is not None:
+            rendered = text() if callable(text) else text
+            if rendered:
+                click.echo(redact(rendered))
+        sys.exit(exit_code)
+
+
+def _fail(opts: Options, message: str, code: int, hint: str | None = None) -> NoReturn:
+    message, hint = redact(message), redact(hint) if hint else None
+    if opts.json:
+        payload: dict[str, Any] = {"ok": False, "error": message, "exit_code": code}
+        if hint:
+            payload["hint"] = hint
+        click.echo(json.dumps(payload, ensure_ascii=False))
+    else:
+        click.echo(f"error: {message}", err=True)
+        if hint:
+            click.echo(f"hint: {hint}", err=True)
+    sys.exit(code)
+
+
+def handle_errors(opts: Options, fn: Callable[[], Any]) -> Any:
+    """Run fn and turn anything it raises into one line and an exit code, never a traceback."""
+    try:
+        return fn()
+    except DbtoolsError as exc:
+        _fail(opts, exc.message, exc.exit_code, exc.hint)
+    except psycopg2.Error as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        _fail(opts, f"database error: {first}", EXIT_CHECK_FAILED)
+    except KeyboardInterrupt:
+        _fail(opts, "interrupted: any open transaction was rolled back", 130)
+    except (click.exceptions.Exit, click.exceptions.Abort, SystemExit):
+        raise
+    except click.ClickException:
+        raise
+    except OSError as exc:
+        _fail(opts, f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), EXIT_CONFIG)
+    except Exception as exc:
+        if os.environ.get("DBTOOLS_DEBUG"):
+            raise
+        _fail(
+            opts,
+            f"internal error: {type(exc).__name__}: {exc} (set DBTOOLS_DEBUG=1 for a traceback)",
+            EXIT_CHECK_FAILED,
+        )
+
+
+def common_options(*, destructive: bool = False) -> Callable[[F], F]:
+    """Add --json (and --yes for destructive commands) and pass an Options as first argument."""
+
+    def decorator(fn: F) -> F:
+        @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+        @click.option(
+            "--allow-insecure",
+            is_flag=True,
+            help="Allow a remote database URL without sslmode=require.",
+        )
+        @functools.wraps(fn)
+        def wrapper(*args: Any, as_json: bool, allow_insecure: bool, **kwargs: Any) -> Any:
+            yes = bool(kwargs.pop("yes", False)) if destructive else False
+            opts = Options(json=as_json, yes=yes, allow_insecure=allow_insecure)
+            return handle_errors(opts, lambda: fn(opts, *args, **kwargs))
+
+        if destructive:
+            wrapper = click.option(
+                "--yes", "-y", is_flag=True, help="Confirm without asking (for CI)."
+            )(wrapper)
+        return wrapper  # type: ignore[return-value]
+
+    return decorator
+
+
+def target_option(default: str | None = None, *, both: bool = False) -> Callable[[F], F]:
+    choices = ["dev", "prod", "both"] if both else ["dev", "prod"]
+    return click.option(
+        "--target",
+        type=click.Choice(choices),
+        default=default,
+        required=default is None,
+        show_default=default is not None,
+        help="Which database to act on.",
+    )
+
+
+def table(rows: list[list[Any]], header: list[str]) -> str:
+    """A plain text table: the one renderer every command uses."""
+    cells = [[str(h) for h in header]] + [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+__all__ = [
+    "EXIT_CHECK_FAILED",
+    "EXIT_CONFIG",
+    "EXIT_SAFETY",
+    "Options",
+    "common_options",
+    "handle_errors",
+    "table",
+    "target_option",
+]

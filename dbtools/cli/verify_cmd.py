@@ -1,0 +1,80 @@
+"""`dbtools verify`: pre-flight on dev and prod."""
+
+from __future__ import annotations
+
+import click
+
+from dbtools import verify as verify_mod
+from dbtools.cli.output import Options, common_options, table
+
+
+def render(report: verify_mod.VerifyReport) -> str:
+    out: list[str] = []
+    for env, side in report.sides.items():
+        out.append(f"== {env}: {side.url or '(no URL)'}  [{side.url_source}]")
+        if side.error:
+            out.append(f"   unreachable: {side.error}")
+            continue
+        ident = side.identity or {}
+        mark = "ok" if side.name_ok else f"MISMATCH, expected {side.expected_name!r}"
+        out.append(f"   database   {ident.get('database')} ({mark})")
+        out.append(f"   server     PostgreSQL {ident.get('server_version')}")
+        out.append(f"   ssl        {'on' if ident.get('ssl') else 'off'}")
+        for w in side.warnings:
+            out.append(f"   warning    {w}")
+        if side.migrations:
+            m = side.migrations
+            out.append(
+                f"   migrations {len(m.get('applied', []))} applied, "
+                f"{len(m.get('pending', []))} pending"
+                + (f", DRIFT in {', '.join(m['drift'])}" if m.get("drift") else "")
+            )
+        mk = side.marketplace
+        if any(v is not None for v in mk.values()):
+            out.append(
+                f"   marketplace {mk.get('users')} users, {mk.get('builder_profiles')} builder "
+                f"profiles, {mk.get('searchable_builders')} searchable, "
+                f"{mk.get('demo_users')} demo users"
+            )
+            liam = mk.get("liam_com")
+            out.append(
+                f"   liam@buildappswith.com {'present' if liam else 'MISSING'}; "
+                f"@buildappswith.ai addresses: {mk.get('buildappswith_ai_addresses')}"
+            )
+        if side.tables:
+            rows = [[k, v] for k, v in side.tables.items()]
+            out.append(
+                "\n".join("   " + line for line in table(rows, ["table", "rows"]).split("\n"))
+            )
+        else:
+            out.append("   (no tables)")
+    if report.distinct is not None:
+        out.append(f"dev and prod are {'distinct' if report.distinct else 'THE SAME'} databases")
+    if report.problems:
+        out.append("problems:")
+        out += [f"  - {p}" for p in report.problems]
+    else:
+        out.append("verify: ok")
+    return "\n".join(out)
+
+
+@click.command()
+@common_options()
+def verify(opts: Options) -> None:
+    """Pre-flight check of dev and prod: reachable, right names, distinct, row counts.
+
+    \b
+    Example:
+      dbtools verify --json | jq .sides.prod.marketplace
+    """
+    report = verify_mod.verify(opts.settings)
+    code = verify_mod.exit_code(report)
+    if code and not opts.json:
+        # The report still goes to stdout; the reason goes to stderr as the one error line.
+        click.echo(render(report))
+        click.echo(f"error: {report.problems[0]}", err=True)
+        raise SystemExit(code)
+    opts.emit(report.as_dict(), lambda: render(report), exit_code=code)
+
+
+COMMANDS = [verify]

@@ -1,0 +1,215 @@
+"""Connections (psycopg2): session settings, server identity, Neon pooler and SSL rules, locks.
+
+Every connection runs in UTC with ISO dates and shortest-exact floats, so the text form of a
+value is the same whichever machine reads it. Errors from the driver are turned into
+dbtools errors whose text has been through `config.redact`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import psycopg2
+import psycopg2.extensions
+
+from dbtools.config import Settings, mask_url, parse_url, redact
+from dbtools.errors import ConfigError, ConnectionFailed, LockBusy, SafetyError
+
+# Session settings that make text output deterministic: the snapshot format depends on them.
+SESSION_SQL = (
+    "SET TIME ZONE 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'postgres'; "
+    "SET extra_float_digits = 3; SET bytea_output = 'hex'; SET client_encoding = 'UTF8'"
+)
+LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", ""}
+SECURE_SSLMODES = {"require", "verify-ca", "verify-full"}
+# Purposes that need a real session: PgBouncer in transaction mode breaks them.
+SESSION_PURPOSES = {"migrate", "copy", "lock", "write"}
+
+
+@dataclass(frozen=True)
+class Target:
+    """One side of the sync: which environment, where, and the name it is expected to have."""
+
+    env: str
+    url: str
+    expected_name: str
+
+    @property
+    def masked(self) -> str:
+        return mask_url(self.url)
+
+    @property
+    def parts(self) -> Any:
+        return parse_url(self.url)
+
+    @property
+    def is_pooler(self) -> bool:
+        return "-pooler" in self.parts.host
+
+    @property
+    def is_local(self) -> bool:
+        host = self.parts.host
+        return host in LOCAL_HOSTS or host.startswith("127.") or host.startswith("/")
+
+
+def target(settings: Settings, env: str) -> Target:
+    if env not in ("dev", "prod"):
+        raise ConfigError(f"unknown target {env!r}: expected dev or prod")
+    return Target(env=env, url=settings.url(env), expected_name=settings.expected_names[env])
+
+
+def check_endpoint(t: Target, purpose: str, *, allow_insecure: bool = False) -> list[str]:
+    """Apply the Neon rules; return warnings, raise SafetyError where the rule refuses."""
+    warnings: list[str] = []
+    parts = t.parts
+    if t.is_pooler:
+        direct = parts.host.replace("-pooler", "")
+        msg = (
+            f"{t.env} URL points at a connection pooler ({parts.host}); PgBouncer in transaction "
+            f"mode breaks migrations, COPY and locks. Use the direct host {direct}"
+        )
+        if purpose in SESSION_PURPOSES:
+            raise SafetyError(msg, hint=f"replace {parts.host} by {direct} in the {t.env} URL")
+        warnings.append(msg)
+    sslmode = parts.params.get("sslmode", "")
+    if not t.is_local and sslmode not in SECURE_SSLMODES and not allow_insecure:
+        raise SafetyError(
+            f"{t.env} database {parts.host} is remote but its URL lacks sslmode=require; "
+            "add ?sslmode=require (Neon needs it) or pass --allow-insecure",
+        )
+    return warnings
+
+
+def connect(
+    t: Target,
+    *,
+    purpose: str = "read",
+    settings: Settings | None = None,
+    autocommit: bool = False,
+) -> psycopg2.extensions.connection:
+    """Open a connection with dbtools' session settings, or raise a redacted dbtools error."""
+    check_endpoint(t, purpose, allow_insecure=bool(settings and settings.allow_insecure))
+    timeout = settings.connect_timeout_seconds if settings else 10
+    try:
+        conn = psycopg2.connect(t.url, connect_timeout=timeout, application_name=f"dbtools-{t.env}")
+    except psycopg2.Error as exc:
+        raise ConnectionFailed(
+            f"cannot connect to {t.env} database {t.masked}: {_first_line(exc)}"
+        ) from None
+    except Exception as exc:  # malformed option strings surface as ProgrammingError-like
+        raise ConfigError(f"cannot use {t.env} URL {t.masked}: {_first_line(exc)}") from None
+    try:
+        with conn.cursor() as cur:
+            cur.execute(SESSION_SQL)
+        conn.commit()
+        conn.autocommit = autocommit
+    except psycopg2.Error as exc:
+        conn.close()
+        raise ConnectionFailed(f"{t.env} database {t.masked}: {_first_line(exc)}") from None
+    return conn
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return redact(text[0] if text else type(exc).__name__)
+
+
+def describe_error(exc: BaseException) -> str:
+    """A one-line, redacted description of a driver error for messages."""
+    return _first_line(exc)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who a server and database really are, independent of how the URL spells them."""
+
+    database: str
+    server_version: str
+    server_version_num: int
+    system_identifier: str | None
+    database_oid: int
+    ssl: bool
+    user: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def identity(conn: psycopg2.extensions.connection) -> Identity:
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT current_database(), current_setting('server_version'), "
+            "current_setting('server_version_num')::int, "
+            "(SELECT oid FROM pg_database WHERE datname = current_database()), current_user, "
+            "coalesce((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false)"
+        )
+        row = cur.fetchone()
+        assert row is not None
+        system_id: str | None = None
+        # pg_control_system() can be revoked on managed services; identity then rests on
+        # host, port and name alone.
+        cur.execute("SAVEPOINT dbtools_ident")
+        try:
+            cur.execute("SELECT system_identifier::text FROM pg_control_system()")
+            got = cur.fetchone()
+            system_id = got[0] if got else None
+            cur.execute("RELEASE SAVEPOINT dbtools_ident")
+        except psycopg2.Error:
+            cur.execute("ROLLBACK TO SAVEPOINT dbtools_ident")
+    if not conn.autocommit:
+        conn.rollback()
+    return Identity(
+        database=row[0],
+        server_version=row[1],
+        server_version_num=row[2],
+        system_identifier=system_id,
+        database_oid=row[3],
+        user=row[4],
+        ssl=bool(row[5]),
+    )
+
+
+def _lock_key(name: str) -> int:
+    digest = hashlib.sha256(f"dbtools:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+@contextlib.contextmanager
+def advisory_lock(conn: psycopg2.extensions.connection, name: str, what: str) -> Iterator[None]:
+    """Hold a session-level advisory lock, or raise LockBusy at once if another run has it.
+
+    Session-level locks die with the connection, so a killed run never leaves a stale lock.
+    """
+    key = _lock_key(name)
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_try_advisory_lock(%s)", (key,))
+        row = cur.fetchone()
+        got = bool(row and row[0])
+    if not conn.autocommit:
+        conn.commit()
+    if not got:
+        raise LockBusy(
+            f"another dbtools {what} is running against this database; "
+            "wait for it to finish (its lock is released when it ends, even if killed)"
+        )
+    try:
+        yield
+    finally:
+        with contextlib.suppress(psycopg2.Error), conn.cursor() as cur:
+            if not conn.autocommit:
+                conn.rollback()
+            cur.execute("SELECT pg_advisory_unlock(%s)", (key,))
+            if not conn.autocommit:
+                conn.commit()
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def qualified(schema: str, table: str) -> str:
+    return f"{quote_ident(schema)}.{quote_ident(table)}"
