@@ -6,7 +6,10 @@ STAMP  := $(VENV)/.installed-stamp
 PG_URL  = $$($(BIN)/python scripts/ensure_pg.py)
 DBTOOLS = $(BIN)/dbtools
 
-.PHONY: install test lint format demo bench clean verify
+.PHONY: install test lint format demo bench clean verify backup sync-schema sync-data \
+        full-sync sync rollback prune check seed-demo diff status
+# YES=1 confirms destructive steps without a terminal (CI); DRY_RUN=1 plans only.
+FLAGS   = $(if $(filter 1,$(YES)),--yes,) $(if $(filter 1,$(DRY_RUN)),--dry-run,) $(DBTOOLS_FLAGS)
 .DEFAULT_GOAL := help
 
 help:
@@ -37,8 +40,44 @@ format: install
 demo: install
 	DBTOOLS_PG_URL="$(PG_URL)" $(BIN)/python scripts/demo.py
 
+# The seed's process, step by step (docs/OPERATIONS.md).
 verify: install
-	$(DBTOOLS) verify
+	$(DBTOOLS) verify $(DBTOOLS_FLAGS)
+
+backup: install
+	$(DBTOOLS) backup $(DBTOOLS_FLAGS)
+
+sync-schema: install
+	$(DBTOOLS) sync-schema $(FLAGS)
+
+sync-data: install
+	$(DBTOOLS) sync-data $(FLAGS)
+
+full-sync: install
+	$(DBTOOLS) full-sync $(FLAGS)
+
+sync: full-sync
+
+rollback: install
+	$(DBTOOLS) rollback $(FLAGS)
+
+prune: install
+	$(DBTOOLS) snapshot prune $(FLAGS)
+
+check: install
+	$(DBTOOLS) check --target $(or $(TARGET),prod) $(DBTOOLS_FLAGS)
+
+diff: install
+	$(DBTOOLS) diff $(DBTOOLS_FLAGS)
+
+status: install
+	$(DBTOOLS) migrate status --target both $(DBTOOLS_FLAGS)
+
+seed-demo: install
+	DBTOOLS_PG_URL="$(PG_URL)" $(BIN)/python scripts/seed_demo.py $(SEED_ARGS)
+
+bench: install
+	DBTOOLS_PG_URL="$(PG_URL)" $(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

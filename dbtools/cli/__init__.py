@@ -28,9 +28,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from dbtools.cli import verify_cmd
+    from dbtools.cli import migrate_cmd, snapshot_cmd, sync_cmd, verify_cmd
 
-    for module in (verify_cmd,):
+    for module in (verify_cmd, migrate_cmd, snapshot_cmd, sync_cmd):
         for command in module.COMMANDS:
             main.add_command(command)
 
