@@ -59,17 +59,13 @@ def mask_url(url: str) -> str:
     """The URL as it may be shown: password replaced by ***, everything else kept."""
     try:
         parts = urlsplit(url)
+        password = parts.password
     except ValueError:
         return redact(url)
-    if parts.password is None:
+    if password is None:
         return redact(url)
-    userinfo = parts.username or ""
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{userinfo}:***@{host}"
-    if parts.port is not None:
-        netloc += f":{parts.port}"
+    # Keep host and port exactly as written (a malformed port must still be shown, not raised).
+    netloc = f"{parts.username or ''}:***@{parts.netloc.rpartition('@')[2]}"
     return redact(urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment)))
 
 
