@@ -15,6 +15,7 @@ from typing import Any
 
 import psycopg2.extensions
 
+from dbtools import db
 from dbtools.db import qualified
 
 Conn = psycopg2.extensions.connection
@@ -473,7 +474,7 @@ def schema_objects(conn: Conn, schemas: Sequence[str]) -> dict[str, str]:
     """Every schema object as "kind name" -> canonical definition (yoyo/dbtools tables left out)."""
     out: dict[str, str] = {}
     params = {"s": list(schemas), "skip": sorted(BOOKKEEPING_TABLES)}
-    with conn.cursor() as cur:
+    with db.read_only_use(conn), conn.cursor() as cur:
         for kind, sql in _SCHEMA_OBJECTS_SQL.items():
             cur.execute(sql, params)
             for name, definition in cur.fetchall():
@@ -482,8 +483,6 @@ def schema_objects(conn: Conn, schemas: Sequence[str]) -> dict[str, str]:
                 ):
                     continue
                 out[f"{kind} {name}"] = definition
-    if not conn.autocommit:
-        conn.rollback()
     return dict(sorted(out.items()))
 
 

@@ -140,7 +140,7 @@ class Identity:
 
 
 def identity(conn: psycopg2.extensions.connection) -> Identity:
-    with conn.cursor() as cur:
+    with read_only_use(conn), conn.cursor() as cur:
         cur.execute(
             "SELECT current_database(), current_setting('server_version'), "
             "current_setting('server_version_num')::int, "
@@ -152,16 +152,18 @@ def identity(conn: psycopg2.extensions.connection) -> Identity:
         system_id: str | None = None
         # pg_control_system() can be revoked on managed services; identity then rests on
         # host, port and name alone.
-        cur.execute("SAVEPOINT dbtools_ident")
+        savepoint = not conn.autocommit
+        if savepoint:
+            cur.execute("SAVEPOINT dbtools_ident")
         try:
             cur.execute("SELECT system_identifier::text FROM pg_control_system()")
             got = cur.fetchone()
             system_id = got[0] if got else None
-            cur.execute("RELEASE SAVEPOINT dbtools_ident")
+            if savepoint:
+                cur.execute("RELEASE SAVEPOINT dbtools_ident")
         except psycopg2.Error:
-            cur.execute("ROLLBACK TO SAVEPOINT dbtools_ident")
-    if not conn.autocommit:
-        conn.rollback()
+            if savepoint:
+                cur.execute("ROLLBACK TO SAVEPOINT dbtools_ident")
     return Identity(
         database=row[0],
         server_version=row[1],
@@ -171,6 +173,26 @@ def identity(conn: psycopg2.extensions.connection) -> Identity:
         user=row[4],
         ssl=bool(row[5]),
     )
+
+
+def was_idle(conn: psycopg2.extensions.connection) -> bool:
+    """True when no transaction is open: a reader may then end the one it starts itself."""
+    return conn.get_transaction_status() == psycopg2.extensions.TRANSACTION_STATUS_IDLE
+
+
+@contextlib.contextmanager
+def read_only_use(conn: psycopg2.extensions.connection) -> Iterator[None]:
+    """Read on conn, then end the transaction only if the read opened it.
+
+    Catalog readers are called both on idle connections and inside a caller's open transaction
+    (a snapshot's view, a load about to commit); rolling back the latter would undo its work.
+    """
+    idle = was_idle(conn)
+    try:
+        yield
+    finally:
+        if idle and not conn.autocommit and not was_idle(conn):
+            conn.rollback()
 
 
 def _lock_key(name: str) -> int:
