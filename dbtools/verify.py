@@ -13,7 +13,7 @@ from typing import Any
 
 import psycopg2.extensions
 
-from dbtools import catalog, db, safety
+from dbtools import catalog, db, migrations, safety
 from dbtools.config import Settings
 from dbtools.errors import DbtoolsError
 
@@ -99,14 +99,7 @@ def _migration_status(
 ) -> dict[str, Any] | None:
     if not settings.migrations_dir.is_dir() or not any(settings.migrations_dir.glob("*.sql")):
         return None
-    import importlib
-
-    try:
-        migrations = importlib.import_module("dbtools.migrations")
-    except ImportError:
-        return None
-    summary: dict[str, Any] = migrations.status_summary(conn, settings)
-    return summary
+    return migrations.status_summary(conn, settings)
 
 
 def verify_side(settings: Settings, env: str) -> tuple[SideReport, db.Identity | None]:

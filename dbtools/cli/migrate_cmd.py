@@ -1,7 +1,288 @@
-"""Commands of this area (filled in by its owner)."""
+"""`dbtools migrate ...`, `dbtools sync-schema` and `dbtools diff`."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
-COMMANDS: list[click.Command] = []
+from dbtools import migrations, schema_sync, sync
+from dbtools.cli.output import Options, common_options, table, target_option
+from dbtools.errors import EXIT_CHECK_FAILED
+
+
+def _envs(target: str) -> list[str]:
+    return ["dev", "prod"] if target == "both" else [target]
+
+
+def _render_status(st: migrations.MigrationStatus) -> str:
+    out = [f"== {st.env}: {st.database}"]
+    rows: list[list[str]] = [[m, "applied"] for m in st.applied]
+    for m in st.drift:
+        d = st.drift_details.get(m, {})
+        rows.append(
+            [m, f"DRIFT: file is {d.get('file', '?')[:19]}, applied {d.get('recorded', '?')[:19]}"]
+        )
+    rows += [[m, "unknown (applied, no file)"] for m in st.unknown]
+    rows += [[m, "applied, no checksum (run migrate mark)"] for m in st.unchecked]
+    rows += [[m, "pending"] for m in st.pending]
+    out.append(table(rows, ["migration", "state"]) if rows else "(no migrations)")
+    out.append(
+        f"{len(st.applied)} applied, {len(st.pending)} pending"
+        + (f", DRIFT in {', '.join(st.drift)}" if st.drift else ", no drift")
+    )
+    return "\n".join(out)
+
+
+def _render_steps(result: migrations.ApplyResult, *, show_sql: bool) -> str:
+    verb = {"apply": "applied", "rollback": "rolled back", "mark": "marked"}[result.operation]
+    where = f"{result.env} database {result.database}"
+    out = [f"warning: {w}" for w in result.warnings]
+    if result.dry_run:
+        out.append(f"dry run on {where}: would have {verb} {len(result.done)} migration(s)")
+        for step in result.steps:
+            tx = "" if step.transactional else "  (outside a transaction)"
+            out.append(f"-- {step.id}{tx}\n{step.sql}\n")
+        return "\n".join(out)
+    if not result.done:
+        out.append(f"{where}: nothing to do")
+    else:
+        out.append(f"{where}: {verb} {', '.join(result.done)}")
+    if show_sql:
+        out += [f"-- {s.id}\n{s.sql}\n" for s in result.steps]
+    return "\n".join(out)
+
+
+@click.group()
+def migrate() -> None:
+    """Schema migrations (yoyo) on dev or prod: status, apply, rollback, new, mark, unlock.
+
+    \b
+    Examples:
+      dbtools migrate status
+      dbtools migrate new add_builder_timezone
+      dbtools migrate apply --target dev
+      dbtools migrate rollback --target dev --count 1
+    """
+
+
+@migrate.command("status")
+@target_option("both", both=True)
+@common_options()
+def status_cmd(opts: Options, target: str) -> None:
+    """Applied, pending and drifted migrations per database (exit 1 on drift).
+
+    \b
+    Example:
+      dbtools migrate status --target prod --json
+    """
+    results = [migrations.status(opts.settings, env) for env in _envs(target)]
+    drift = any(r.drift for r in results)
+    opts.emit(
+        {"targets": {r.env: r.as_dict() for r in results}},
+        lambda: "\n\n".join(_render_status(r) for r in results),
+        exit_code=EXIT_CHECK_FAILED if drift else 0,
+    )
+
+
+@migrate.command("apply")
+@target_option(both=True)
+@click.option("--upto", metavar="ID", help="Apply up to and including this migration.")
+@click.option("--dry-run", is_flag=True, help="Print the SQL that would run; change nothing.")
+@common_options(destructive=True)
+def apply_cmd(opts: Options, target: str, upto: str | None, dry_run: bool) -> None:
+    """Apply pending migrations (dev first; --target both does dev, then prod).
+
+    \b
+    Examples:
+      dbtools migrate apply --target dev
+      dbtools migrate apply --target dev --upto 0002_marketplace_fields --dry-run
+    """
+    if "prod" in _envs(target) and not dry_run:
+        opts.confirm(f"apply pending migrations to prod ({opts.settings.expected_names['prod']})?")
+    results = [
+        migrations.apply(opts.settings, env, upto=upto, dry_run=dry_run) for env in _envs(target)
+    ]
+    opts.emit(
+        {"targets": {r.env: r.as_dict() for r in results}},
+        lambda: "\n".join(_render_steps(r, show_sql=False) for r in results),
+    )
+
+
+@migrate.command("rollback")
+@target_option()
+@click.option("--id", "ids", multiple=True, metavar="ID", help="Roll back this migration.")
+@click.option("--count", type=int, help="Roll back the last N migrations (default 1).")
+@click.option("--all", "all_", is_flag=True, help="Roll back every applied migration.")
+@click.option("--dry-run", is_flag=True, help="Print the SQL that would run; change nothing.")
+@common_options(destructive=True)
+def rollback_cmd(
+    opts: Options, target: str, ids: tuple[str, ...], count: int | None, all_: bool, dry_run: bool
+) -> None:
+    """Roll back applied migrations, newest first (default: the last one).
+
+    \b
+    Examples:
+      dbtools migrate rollback --target dev
+      dbtools migrate rollback --target dev --id 0003_rename_user_image --dry-run
+    """
+    if sum(bool(x) for x in (ids, count is not None, all_)) > 1:
+        raise click.UsageError("use only one of --id, --count and --all")
+    if all_:
+        count = 1_000_000
+    if target == "prod" and not dry_run:
+        what = ", ".join(ids) if ids else ("every" if all_ else f"the last {count or 1}")
+        opts.confirm(f"roll back {what} migration(s) on {target}?")
+    result = migrations.rollback(
+        opts.settings, target, ids=list(ids) or None, count=count, dry_run=dry_run
+    )
+    opts.emit(result.as_dict(), lambda: _render_steps(result, show_sql=False))
+
+
+@migrate.command("mark")
+@target_option(both=True)
+@click.option("--upto", metavar="ID", help="Mark up to and including this migration.")
+@common_options(destructive=True)
+def mark_cmd(opts: Options, target: str, upto: str | None) -> None:
+    """Baseline an existing database: record migrations as applied without running them.
+
+    \b
+    Example:
+      dbtools migrate mark --target prod --upto 0002_marketplace_fields --yes
+    """
+    if "prod" in _envs(target):
+        opts.confirm(f"record migrations{' up to ' + upto if upto else ''} as applied on prod?")
+    results = [migrations.mark(opts.settings, env, upto=upto) for env in _envs(target)]
+    opts.emit(
+        {"targets": {r.env: r.as_dict() for r in results}},
+        lambda: "\n".join(_render_steps(r, show_sql=False) for r in results),
+    )
+
+
+@migrate.command("unlock")
+@target_option()
+@common_options(destructive=True)
+def unlock_cmd(opts: Options, target: str) -> None:
+    """Clear a stale migration lock left by a killed run (yoyo break-lock).
+
+    \b
+    Example:
+      dbtools migrate unlock --target prod --yes
+    """
+    opts.confirm(f"clear the migration lock on {target}? (only if no migration is running)")
+    result = migrations.unlock(opts.settings, target)
+    text = (
+        f"{target} database {result.database}: cleared the lock of process "
+        f"{result.held_by_pid} (taken {result.since} UTC)"
+        if result.cleared
+        else f"{target} database {result.database}: there was no lock"
+    )
+    opts.emit(result.as_dict(), text)
+
+
+@migrate.command("new")
+@click.argument("name")
+@common_options()
+def new_cmd(opts: Options, name: str) -> None:
+    """Create NNNN_name.sql and NNNN_name.rollback.sql after the newest migration.
+
+    \b
+    Example:
+      dbtools migrate new add_builder_timezone
+    """
+    result = migrations.new(Path(opts.settings.migrations_dir), name)
+    opts.emit(result.as_dict(), f"created {result.path}\ncreated {result.rollback_path}")
+
+
+def _render_sync(result: schema_sync.SchemaSyncResult) -> str:
+    where = f"prod database {result.prod_database}"
+    if result.dry_run:
+        out = [
+            f"dry run: would apply to {where} {len(result.applied)} migration(s) "
+            f"already applied on dev ({result.dev_database})"
+        ]
+        for step in result.steps:
+            tx = "" if step.transactional else "  (outside a transaction)"
+            out.append(f"-- {step.id}{tx}\n{step.sql}\n")
+        return "\n".join(out)
+    if result.applied:
+        out = [f"applied to {where}: {', '.join(result.applied)}"]
+    else:
+        out = [f"{where} is up to date with dev ({len(result.already_applied)} applied)"]
+    if result.schema_match:
+        out.append("prod schema now matches dev")
+    for line in result.differences:
+        out.append(f"  {line}")
+    return "\n".join(out)
+
+
+@click.command("sync-schema")
+@click.option("--dry-run", is_flag=True, help="Print the SQL that would run; change nothing.")
+@common_options(destructive=True)
+def sync_schema_cmd(opts: Options, dry_run: bool) -> None:
+    """Apply to prod the migrations already applied on dev (and only those).
+
+    Prod is backed up (a verified snapshot) before the first migration touches it.
+
+    \b
+    Examples:
+      dbtools sync-schema --dry-run
+      dbtools sync-schema --yes
+    """
+    if not dry_run:
+        planned = schema_sync.sync_schema(opts.settings, dry_run=True)
+        if planned.applied:
+            opts.confirm(f"apply {', '.join(planned.applied)} to prod ({planned.prod_database})?")
+    # Through the sync pipeline: the sync lock on prod, and a verified backup before the first
+    # migration touches it.
+    run = sync.sync_schema(opts.settings, dry_run=dry_run, progress=opts.progress)
+    result = run.result
+    code = EXIT_CHECK_FAILED if result.schema_match is False else 0
+    if code:
+        opts.warn("prod schema differs from dev after the same migrations: see `dbtools diff`")
+    backup = run.backup.as_dict() if run.backup else None
+
+    def text() -> str:
+        lines = [f"backed up prod first: {backup['path']}"] if backup else []
+        return "\n".join([*lines, _render_sync(result)])
+
+    opts.emit(run.as_dict(), text, exit_code=code)
+
+
+def _render_diff(result: schema_sync.SchemaDiffResult) -> str:
+    out = [f"dev {result.dev_database} vs prod {result.prod_database}"]
+    if result.schema.empty:
+        out.append(f"schema: identical ({result.dev_fingerprint[:19]})")
+    else:
+        out.append("schema:")
+        out += [f"  {line}" for line in result.schema.lines()]
+    if result.migrations_only_dev or result.migrations_only_prod:
+        out.append("migrations:")
+        out += [f"  only in dev: {m}" for m in result.migrations_only_dev]
+        out += [f"  only in prod: {m}" for m in result.migrations_only_prod]
+    if result.row_counts:
+        rows = [[k, v["dev"], v["prod"]] for k, v in result.row_counts.items()]
+        out.append(table(rows, ["table", "dev rows", "prod rows"]))
+    else:
+        out.append("row counts: identical")
+    return "\n".join(out)
+
+
+@click.command("diff")
+@common_options()
+def diff_cmd(opts: Options) -> None:
+    """Schema, migration and row-count differences, dev vs prod (exit 1 when they differ).
+
+    \b
+    Example:
+      dbtools diff --json | jq .schema_lines
+    """
+    result = schema_sync.diff(opts.settings)
+    opts.emit(
+        result.as_dict(),
+        lambda: _render_diff(result),
+        exit_code=EXIT_CHECK_FAILED if result.differs else 0,
+    )
+
+
+COMMANDS: list[click.Command] = [migrate, sync_schema_cmd, diff_cmd]

@@ -1,0 +1,735 @@
+"""The yoyo wrapper: status, apply, rollback, new, mark, unlock; file checksums and drift.
+
+yoyo identifies a migration by a hash of its *id* only, so an applied file that was edited
+afterwards goes unnoticed. dbtools records a sha256 of each file's content when it applies
+or marks it (table `_dbtools_migration_checksum`) and refuses to go on when an applied file
+no longer matches.
+
+Each migration runs in one transaction together with yoyo's bookkeeping and the checksum
+row, so a migration is either applied and recorded or not there at all. A migration whose
+file starts with `-- transactional: false` (e.g. for CREATE INDEX CONCURRENTLY) runs outside
+a transaction, as yoyo does it.
+
+Concurrency: yoyo's lock is a row in `yoyo_lock`, which a killed run leaves behind. dbtools
+also holds a session-level advisory lock for the whole run; it dies with its connection, so
+a yoyo lock row found while nobody holds the advisory lock is stale, and is reported as such
+together with the command that clears it (`dbtools migrate unlock`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+
+import psycopg2
+import psycopg2.extensions
+import yoyo
+import yoyo.exceptions
+from yoyo.backends.base import DatabaseBackend
+from yoyo.migrations import Migration, read_sql_migration, topological_sort
+
+from dbtools import db, safety
+from dbtools.config import Settings
+from dbtools.errors import (
+    ConfigError,
+    ConnectionFailed,
+    DbtoolsError,
+    LockBusy,
+    MigrationError,
+    SafetyError,
+)
+
+MIGRATION_TABLE = "_yoyo_migration"
+LOCK_TABLE = "yoyo_lock"
+CHECKSUM_TABLE = "_dbtools_migration_checksum"
+LOCK_NAME = "migrate"
+ID_PATTERN = re.compile(r"^(\d{4,})_([a-z0-9_]+)$")
+
+_CREATE_CHECKSUM_TABLE = (
+    f"CREATE TABLE IF NOT EXISTS {CHECKSUM_TABLE} ("
+    "migration_id text PRIMARY KEY, sha256 text NOT NULL, "
+    "recorded_at timestamptz NOT NULL DEFAULT now(), operation text NOT NULL)"
+)
+
+Conn = psycopg2.extensions.connection
+
+
+# --- files ------------------------------------------------------------------------------------
+
+
+def file_checksum(path: Path) -> str:
+    """sha256 of a migration file; line endings are normalised so a git checkout on Windows
+    (CRLF) is not mistaken for an edit."""
+    data = path.read_bytes().replace(b"\r\n", b"\n")
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _read(migrations_dir: Path) -> list[Migration]:
+    """The migrations of a directory in dependency order, fully loaded.
+
+    yoyo resolves `depends` through a process-wide registry keyed by id; loading right after
+    reading binds each migration to its siblings from this directory, not to a same-named
+    migration read earlier from another one.
+    """
+    if not migrations_dir.is_dir():
+        raise ConfigError(f"migrations directory {migrations_dir} does not exist")
+    try:
+        found = yoyo.read_migrations(str(migrations_dir))
+        for m in found:
+            m.load()
+        return list(topological_sort(found))
+    except yoyo.exceptions.MigrationConflict as exc:
+        raise MigrationError(f"two migrations share the id {exc}") from None
+    except yoyo.exceptions.BadMigration as exc:
+        raise MigrationError(f"unusable migration: {exc.args[0] if exc.args else exc}") from None
+    except ValueError as exc:  # sqlparse/yoyo on malformed directives
+        raise MigrationError(f"unusable migration in {migrations_dir}: {exc}") from None
+
+
+def migration_ids(migrations_dir: Path) -> list[str]:
+    """Ids of the migrations in a directory, in the order they apply."""
+    return [m.id for m in _read(Path(migrations_dir))]
+
+
+def _statements(path: Path) -> list[str]:
+    _, _, statements = read_sql_migration(str(path))
+    return [s.strip() for s in statements]
+
+
+def _rollback_path(m: Migration) -> Path:
+    return Path(m.path).with_suffix("").with_suffix(".rollback.sql")
+
+
+# --- reading state (plain psycopg2 connections) -------------------------------------------
+
+
+def _table_exists(conn: Conn, name: str) -> bool:
+    with conn.cursor() as cur:
+        cur.execute("SELECT to_regclass(%s) IS NOT NULL", (db.quote_ident(name),))
+        row = cur.fetchone()
+    return bool(row and row[0])
+
+
+def applied_ids(conn: Conn) -> list[str]:
+    """Ids of the applied migrations in the order they were applied; [] if yoyo never ran.
+
+    Reads only: the caller's transaction (often a snapshot's) is left open and untouched.
+    """
+    if not _table_exists(conn, MIGRATION_TABLE):
+        return []
+    with conn.cursor() as cur:
+        cur.execute(
+            f"SELECT migration_id FROM {MIGRATION_TABLE} ORDER BY applied_at_utc, migration_id"
+        )
+        return [r[0] for r in cur.fetchall()]
+
+
+def recorded_checksums(conn: Conn) -> dict[str, str]:
+    if not _table_exists(conn, CHECKSUM_TABLE):
+        return {}
+    with conn.cursor() as cur:
+        cur.execute(f"SELECT migration_id, sha256 FROM {CHECKSUM_TABLE}")
+        return {r[0]: r[1] for r in cur.fetchall()}
+
+
+@dataclass
+class MigrationStatus:
+    """Where one database stands against the migration files."""
+
+    env: str
+    database: str
+    applied: list[str]
+    pending: list[str]
+    drift: list[str]  # applied, but the file changed since
+    unknown: list[str]  # applied, but no such file
+    unchecked: list[str]  # applied without a recorded checksum (yoyo CLI, or before dbtools)
+    drift_details: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def status_of(
+    conn: Conn, migrations_dir: Path, env: str = "", database: str = ""
+) -> MigrationStatus:
+    files = _read(migrations_dir)
+    by_id = {m.id: m for m in files}
+    applied = applied_ids(conn)
+    sums = recorded_checksums(conn)
+    applied_set = set(applied)
+    drift: list[str] = []
+    details: dict[str, dict[str, str]] = {}
+    unchecked: list[str] = []
+    for mid in applied:
+        if mid not in by_id:
+            continue
+        if mid not in sums:
+            unchecked.append(mid)
+            continue
+        now = file_checksum(Path(by_id[mid].path))
+        if now != sums[mid]:
+            drift.append(mid)
+            details[mid] = {"recorded": sums[mid], "file": now}
+    return MigrationStatus(
+        env=env,
+        database=database,
+        applied=applied,
+        pending=[m.id for m in files if m.id not in applied_set],
+        drift=drift,
+        unknown=[mid for mid in applied if mid not in by_id],
+        unchecked=unchecked,
+        drift_details=details,
+    )
+
+
+def status_summary(conn: Conn, settings: Settings) -> dict[str, Any]:
+    """applied / pending / drift / unknown (and unchecked) of the database behind conn."""
+    return status_of(conn, settings.migrations_dir).as_dict()
+
+
+def drift_error(st: MigrationStatus, label: str) -> MigrationError:
+    names = ", ".join(st.drift)
+    return MigrationError(
+        f"{label}: applied migration files changed since they were applied: {names}; "
+        "refusing to go on",
+        hint="an applied migration is immutable: restore the file as it was (e.g. "
+        "git checkout -- migrations/<file>) and put the change in a new migration "
+        "(dbtools migrate new NAME)",
+    )
+
+
+# --- the yoyo session -----------------------------------------------------------------------
+
+
+def _yoyo_url(url: str, label: str) -> str:
+    """The URL as yoyo wants it: every query parameter kept (sslmode, channel_binding, ...),
+    the path un-escaped because yoyo passes it to libpq verbatim, and a connect timeout."""
+    parts = urlsplit(url)
+    params = dict(parse_qsl(parts.query, keep_blank_values=True))
+    params.setdefault("connect_timeout", "10")
+    params.setdefault("application_name", f"dbtools-migrate-{label}")
+    return urlunsplit(
+        ("postgresql", parts.netloc, "/" + unquote(parts.path.lstrip("/")), urlencode(params), "")
+    )
+
+
+@dataclass
+class _Session:
+    """An open yoyo backend on one database plus the guard connection holding the run lock."""
+
+    target: db.Target
+    backend: DatabaseBackend
+    guard: Conn
+    migrations_dir: Path
+    database: str
+
+    @property
+    def conn(self) -> Conn:
+        return self.backend.connection
+
+    def status(self) -> MigrationStatus:
+        return status_of(self.conn, self.migrations_dir, self.target.env, self.database)
+
+
+@contextlib.contextmanager
+def _open(
+    t: db.Target, migrations_dir: Path, settings: Settings | None = None
+) -> Iterator[_Session]:
+    allow_insecure = bool(settings and settings.allow_insecure)
+    db.check_endpoint(t, "migrate", allow_insecure=allow_insecure)
+    guard = db.connect(t, purpose="lock", settings=settings)
+    try:
+        try:
+            backend = yoyo.get_backend(_yoyo_url(t.url, t.env), migration_table=MIGRATION_TABLE)
+        except psycopg2.Error as exc:
+            raise ConnectionFailed(
+                f"cannot open {t.env} database {t.masked} for migrations: {db.describe_error(exc)}"
+            ) from None
+        try:
+            with backend.cursor() as cur:
+                cur.execute(db.SESSION_SQL)
+            ident = db.identity(guard)
+            yield _Session(t, backend, guard, Path(migrations_dir), ident.database)
+        finally:
+            with contextlib.suppress(psycopg2.Error):
+                backend.connection.close()
+    finally:
+        guard.close()
+
+
+def _stale_lock(s: _Session) -> tuple[int, str] | None:
+    with s.guard.cursor() as cur:
+        cur.execute(f"SELECT to_regclass('{LOCK_TABLE}') IS NOT NULL")
+        row = cur.fetchone()
+        if not (row and row[0]):
+            s.guard.rollback()
+            return None
+        cur.execute(f"SELECT pid, ctime FROM {LOCK_TABLE} LIMIT 1")
+        got = cur.fetchone()
+    s.guard.rollback()
+    return (int(got[0]), str(got[1])) if got else None
+
+
+@contextlib.contextmanager
+def _locked(s: _Session, timeout: float) -> Iterator[None]:
+    """Hold dbtools' run lock and yoyo's lock; wait up to timeout seconds for either."""
+    label = f"{s.target.env} database {s.database}"
+    deadline = time.monotonic() + timeout
+    with contextlib.ExitStack() as stack:
+        while True:
+            try:
+                stack.enter_context(db.advisory_lock(s.guard, LOCK_NAME, "migration"))
+                break
+            except LockBusy:
+                if time.monotonic() >= deadline:
+                    raise LockBusy(
+                        f"another dbtools migration run holds the lock on {label} "
+                        f"(waited {timeout:g}s); try again when it has finished"
+                    ) from None
+                time.sleep(min(0.25, timeout))
+        try:
+            stack.enter_context(s.backend.lock(timeout=max(timeout, 0.1)))
+        except yoyo.exceptions.LockTimeout:
+            holder = _stale_lock(s)
+            who = f"process {holder[0]} at {holder[1]} UTC" if holder else "an unknown process"
+            raise LockBusy(
+                f"{label} has a stale migration lock, taken by {who}: no dbtools run holds "
+                "it, so a killed run left it behind (or a plain `yoyo` command is running)",
+                hint=f"if no migration is running, clear it with: "
+                f"dbtools migrate unlock --target {s.target.env} --yes",
+            ) from None
+        # yoyo creates or upgrades its own tables lazily and insists on doing it outside a
+        # transaction; do it now, so that each migration's transaction holds only that one.
+        s.backend.ensure_internal_schema_updated()
+        yield
+
+
+# --- results --------------------------------------------------------------------------------
+
+
+@dataclass
+class MigrationStep:
+    id: str
+    transactional: bool
+    sql: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ApplyResult:
+    """What apply/rollback/mark did (or, with dry_run, would do) on one database."""
+
+    env: str
+    database: str
+    operation: str  # apply | rollback | mark
+    dry_run: bool
+    done: list[str]  # ids applied / rolled back / marked, in order (planned ones in a dry run)
+    steps: list[MigrationStep]
+    status: MigrationStatus
+    warnings: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "env": self.env,
+            "database": self.database,
+            "operation": self.operation,
+            "dry_run": self.dry_run,
+            "done": self.done,
+            "steps": [s.as_dict() for s in self.steps],
+            "status": self.status.as_dict(),
+            "warnings": self.warnings,
+        }
+
+
+def _step(m: Migration, direction: str) -> MigrationStep:
+    path = Path(m.path) if direction == "apply" else _rollback_path(m)
+    return MigrationStep(m.id, bool(m.use_transactions), "\n\n".join(_statements(path)))
+
+
+def _record(s: _Session, m: Migration, operation: str) -> None:
+    s.backend.execute(_CREATE_CHECKSUM_TABLE)
+    s.backend.execute(
+        f"INSERT INTO {CHECKSUM_TABLE} (migration_id, sha256, operation) "
+        "VALUES (:id, :sum, :op) ON CONFLICT (migration_id) DO UPDATE "
+        "SET sha256 = excluded.sha256, operation = excluded.operation, recorded_at = now()",
+        {"id": m.id, "sum": file_checksum(Path(m.path)), "op": operation},
+    )
+
+
+def _run_one(s: _Session, m: Migration, direction: str) -> None:
+    """Run one migration and its bookkeeping; all in one transaction when it is transactional."""
+    backend = s.backend
+
+    def bookkeeping() -> None:
+        backend.log_migration(m, direction)
+        if direction == "apply":
+            backend.mark_one(m, log=False)
+            _record(s, m, "apply")
+        else:
+            backend.unmark_one(m, log=False)
+            backend.execute(_CREATE_CHECKSUM_TABLE)
+            backend.execute(f"DELETE FROM {CHECKSUM_TABLE} WHERE migration_id = :id", {"id": m.id})
+
+    if m.use_transactions:
+        with backend.transaction():
+            m.process_steps(backend, direction)
+            bookkeeping()
+    else:
+        m.process_steps(backend, direction)
+        with backend.transaction():
+            bookkeeping()
+
+
+def _failure(
+    s: _Session, m: Migration, direction: str, exc: BaseException, done: list[str]
+) -> DbtoolsError:
+    verb = "apply" if direction == "apply" else "roll back"
+    where = f"{s.target.env} database {s.database}"
+    if m.use_transactions:
+        fate = "its transaction was rolled back, nothing of it remains"
+    else:
+        fate = (
+            "it is non-transactional: statements that ran before the error were undone "
+            "by its rollback steps where possible; check with `dbtools diff`"
+        )
+    before = f"; completed before it: {', '.join(done)}" if done else ""
+    return MigrationError(
+        f"could not {verb} {m.id} on {where}: {db.describe_error(exc)} ({fate}){before}"
+    )
+
+
+def _execute(
+    s: _Session, plan: Sequence[Migration], direction: str, before_write: Callable[[], None] | None
+) -> list[str]:
+    done: list[str] = []
+    if plan and before_write is not None:
+        before_write()
+    for m in plan:
+        try:
+            _run_one(s, m, direction)
+        except (psycopg2.Error, yoyo.exceptions.BadMigration) as exc:
+            with contextlib.suppress(psycopg2.Error):
+                s.backend.rollback()
+            raise _failure(s, m, direction, exc, done) from None
+        done.append(m.id)
+    return done
+
+
+# --- operations -----------------------------------------------------------------------------
+
+
+def _check_writable(settings: Settings, s: _Session) -> None:
+    """The safety rules for writing a target; the other side is compared when reachable."""
+    t = s.target
+    ident = db.identity(s.guard)
+    other_env = "dev" if t.env == "prod" else "prod"
+    if not settings.urls.get(other_env):
+        safety.assert_writable(t, ident)
+        return
+    try:
+        other = db.target(settings, other_env)
+        conn = db.connect(other, settings=settings)
+    except (ConnectionFailed, ConfigError, SafetyError):
+        safety.assert_writable(t, ident)
+        return
+    try:
+        safety.assert_writable(t, ident, other, db.identity(conn))
+    finally:
+        conn.close()
+
+
+def _guard_history(st: MigrationStatus, label: str) -> None:
+    if st.drift:
+        raise drift_error(st, label)
+
+
+def _select_upto(files: list[Migration], upto: str | None) -> list[Migration]:
+    if upto is None:
+        return files
+    ids = [m.id for m in files]
+    if upto not in ids:
+        raise ConfigError(f"no migration {upto!r} in the migrations directory")
+    return files[: ids.index(upto) + 1]
+
+
+@contextlib.contextmanager
+def _session(settings: Settings, env: str) -> Iterator[_Session]:
+    t = db.target(settings, env)
+    with _open(t, settings.migrations_dir, settings) as s:
+        yield s
+
+
+def status(settings: Settings, env: str) -> MigrationStatus:
+    t = db.target(settings, env)
+    conn = db.connect(t, settings=settings)
+    try:
+        ident = db.identity(conn)
+        return status_of(conn, settings.migrations_dir, env, ident.database)
+    finally:
+        conn.close()
+
+
+def _plan_apply(
+    st: MigrationStatus, files: list[Migration], upto: str | None, ids: Sequence[str] | None
+) -> list[Migration]:
+    pending = set(st.pending)
+    plan = [m for m in _select_upto(files, upto) if m.id in pending]
+    if ids is not None:
+        unknown = [i for i in ids if i not in {m.id for m in files}]
+        if unknown:
+            raise ConfigError(f"no such migration: {', '.join(unknown)}")
+        plan = [m for m in plan if m.id in set(ids)]
+    return plan
+
+
+def _plan_rollback(
+    st: MigrationStatus,
+    files: list[Migration],
+    ids: Sequence[str] | None,
+    count: int | None,
+    label: str,
+) -> list[Migration]:
+    applied = set(st.applied)
+    # newest first: the reverse of the dependency order of what is applied
+    newest_first = [m for m in reversed(files) if m.id in applied]
+    if ids is not None:
+        missing = [i for i in ids if i not in applied]
+        if missing:
+            raise MigrationError(f"not applied on {label}, cannot roll back: {', '.join(missing)}")
+        plan = [m for m in newest_first if m.id in set(ids)]
+    else:
+        plan = newest_first[: 1 if count is None else max(count, 0)]
+    chosen = {m.id for m in plan}
+    for m in newest_first:
+        if m.id in chosen:
+            continue
+        needs = sorted(d.id for d in m.depends if d.id in chosen)
+        if needs:
+            raise MigrationError(
+                f"cannot roll back {', '.join(needs)} on {label}: {m.id} depends on it and "
+                "stays applied; roll that back too"
+            )
+    return plan
+
+
+def _dry_run(
+    settings: Settings,
+    env: str,
+    direction: str,
+    choose: Callable[[MigrationStatus, str], list[Migration]],
+) -> ApplyResult:
+    """Plan on a plain read-only connection: opening yoyo would create its tables."""
+    t = db.target(settings, env)
+    db.check_endpoint(t, "migrate", allow_insecure=settings.allow_insecure)
+    conn = db.connect(t, settings=settings)
+    try:
+        ident = db.identity(conn)
+        st = status_of(conn, settings.migrations_dir, env, ident.database)
+    finally:
+        conn.close()
+    label = f"{env} database {st.database}"
+    _guard_history(st, label)
+    plan = choose(st, label)
+    steps = [_step(m, direction) for m in plan]
+    return ApplyResult(env, st.database, direction, True, [m.id for m in plan], steps, st)
+
+
+def apply(
+    settings: Settings,
+    env: str,
+    *,
+    upto: str | None = None,
+    dry_run: bool = False,
+    ids: Sequence[str] | None = None,
+    before_write: Callable[[], None] | None = None,
+) -> ApplyResult:
+    """Apply pending migrations (all, up to `upto`, or only `ids`) to dev or prod.
+
+    `before_write` runs once, under the migration lock, just before the first migration is
+    applied, and only when something will be applied (never in a dry run).
+    """
+    if dry_run:
+        files = _read(settings.migrations_dir)
+        return _dry_run(
+            settings, env, "apply", lambda st, _label: _plan_apply(st, files, upto, ids)
+        )
+    with _session(settings, env) as s:
+        _check_writable(settings, s)
+        with _locked(s, settings.lock_timeout_seconds):
+            return _apply_locked(s, upto=upto, ids=ids, before_write=before_write)
+
+
+def _apply_locked(
+    s: _Session,
+    *,
+    upto: str | None,
+    ids: Sequence[str] | None,
+    before_write: Callable[[], None] | None,
+) -> ApplyResult:
+    label = f"{s.target.env} database {s.database}"
+    st = s.status()
+    _guard_history(st, label)
+    plan = _plan_apply(st, _read(s.migrations_dir), upto, ids)
+    warnings = []
+    if st.unknown:
+        warnings.append(f"{label} has applied migrations without a file: {', '.join(st.unknown)}")
+    steps = [_step(m, "apply") for m in plan]
+    done = _execute(s, plan, "apply", before_write)
+    return ApplyResult(s.target.env, s.database, "apply", False, done, steps, s.status(), warnings)
+
+
+def rollback(
+    settings: Settings,
+    env: str,
+    *,
+    ids: list[str] | None = None,
+    count: int | None = None,
+    dry_run: bool = False,
+) -> ApplyResult:
+    """Roll back applied migrations: the given ids, the last `count`, or (neither) the last one.
+
+    Refuses when a migration that stays applied depends on one being rolled back.
+    """
+    files = _read(settings.migrations_dir)
+    if dry_run:
+        return _dry_run(
+            settings,
+            env,
+            "rollback",
+            lambda st, label: _plan_rollback(st, files, ids, count, label),
+        )
+    with _session(settings, env) as s:
+        _check_writable(settings, s)
+        with _locked(s, settings.lock_timeout_seconds):
+            label = f"{env} database {s.database}"
+            st = s.status()
+            _guard_history(st, label)
+            plan = _plan_rollback(st, _read(s.migrations_dir), ids, count, label)
+            steps = [_step(m, "rollback") for m in plan]
+            done = _execute(s, plan, "rollback", None)
+            return ApplyResult(env, s.database, "rollback", False, done, steps, s.status())
+
+
+def mark(settings: Settings, env: str, *, upto: str | None = None) -> ApplyResult:
+    """Baseline an existing database: record migrations (all, or up to `upto`) as applied
+    without running them, with the checksums of the files as they are now."""
+    with _session(settings, env) as s:
+        _check_writable(settings, s)
+        with _locked(s, settings.lock_timeout_seconds):
+            label = f"{env} database {s.database}"
+            st = s.status()
+            _guard_history(st, label)
+            chosen = _select_upto(_read(s.migrations_dir), upto)
+            pending = set(st.pending)
+            unchecked = set(st.unchecked)
+            to_mark = [m for m in chosen if m.id in pending]
+            to_checksum = [m for m in chosen if m.id in unchecked]
+            try:
+                with s.backend.transaction():
+                    for m in to_mark:
+                        s.backend.mark_one(m)
+                        _record(s, m, "mark")
+                    for m in to_checksum:
+                        _record(s, m, "baseline")
+            except psycopg2.Error as exc:
+                raise MigrationError(
+                    f"could not mark migrations on {label}: {db.describe_error(exc)}"
+                ) from None
+            return ApplyResult(
+                env, s.database, "mark", False, [m.id for m in to_mark], [], s.status()
+            )
+
+
+@dataclass
+class UnlockResult:
+    env: str
+    database: str
+    cleared: bool
+    held_by_pid: int | None
+    since: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def unlock(settings: Settings, env: str) -> UnlockResult:
+    """Clear a stale yoyo lock (yoyo break-lock); refuses while a dbtools run is active."""
+    with _session(settings, env) as s:
+        holder = _stale_lock(s)
+        try:
+            with db.advisory_lock(s.guard, LOCK_NAME, "migration"):
+                s.backend.break_lock()
+        except LockBusy:
+            raise LockBusy(
+                f"a dbtools migration run is active on {env} database {s.database}: "
+                "its lock is not stale, not clearing it"
+            ) from None
+        return UnlockResult(
+            env,
+            s.database,
+            holder is not None,
+            holder[0] if holder else None,
+            holder[1] if holder else None,
+        )
+
+
+@dataclass
+class NewResult:
+    id: str
+    path: str
+    rollback_path: str
+    depends: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def new(migrations_dir: Path, name: str) -> NewResult:
+    """Create NNNN_name.sql and NNNN_name.rollback.sql, depending on the newest migration."""
+    slug = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+    if not slug:
+        raise ConfigError(f"migration name {name!r} has no letters or digits")
+    migrations_dir = Path(migrations_dir)
+    migrations_dir.mkdir(parents=True, exist_ok=True)
+    existing = _read(migrations_dir)
+    numbers = [int(m.group(1)) for m in (ID_PATTERN.match(x.id) for x in existing) if m]
+    previous = existing[-1].id if existing else None
+    mid = f"{(max(numbers) + 1) if numbers else 1:04d}_{slug}"
+    path = migrations_dir / f"{mid}.sql"
+    rpath = migrations_dir / f"{mid}.rollback.sql"
+    if path.exists() or rpath.exists():
+        raise ConfigError(f"{path} already exists")
+    header = f"-- {name}\n"
+    if previous:
+        header += f"-- depends: {previous}\n"
+    path.write_text(
+        header + "--\n-- One migration, one transaction. For statements that cannot run in a\n"
+        "-- transaction (CREATE INDEX CONCURRENTLY), add the directive line\n"
+        "-- `transactional: false` as a comment at the top, and keep the file to one statement.\n"
+        "-- Rename columns with RENAME COLUMN: never DROP + ADD, which loses the data.\n\n"
+    )
+    rpath.write_text(f"-- Undo {mid}: the exact reverse of {path.name}, keeping data.\n\n")
+    return NewResult(mid, str(path), str(rpath), previous)
+
+
+# --- the plain helper for tests and the demo ------------------------------------------------
+
+
+def apply_all(url: str, migrations_dir: Path, *, upto: str | None = None) -> list[str]:
+    """Migrate the database at url to head (or up to and including `upto`); the ids applied.
+
+    No name or distinctness checks: this is for preparing test and demo databases.
+    """
+    t = db.Target(env="target", url=url, expected_name="")
+    with _open(t, Path(migrations_dir)) as s, _locked(s, 10.0):
+        result = _apply_locked(s, upto=upto, ids=None, before_write=None)
+    return result.done

@@ -1,0 +1,33 @@
+-- Undo 0001: drop every table (children before parents) and then the enums.
+-- Dropping a table drops its indexes and foreign keys with it.
+DROP TABLE "ProjectMilestone";
+DROP TABLE "Project";
+DROP TABLE "CapabilityRequirement";
+DROP TABLE "CapabilityLimitation";
+DROP TABLE "CapabilityExample";
+DROP TABLE "AICapability";
+DROP TABLE "App";
+DROP TABLE "UserSkillProgress";
+DROP TABLE "SkillResource";
+DROP TABLE "BuilderSkill";
+DROP TABLE "Skill";
+DROP TABLE "AvailabilityException";
+DROP TABLE "AvailabilityRule";
+DROP TABLE "Booking";
+DROP TABLE "SessionType";
+DROP TABLE "SubscriberProfile";
+DROP TABLE "ClientProfile";
+DROP TABLE "BuilderProfile";
+DROP TABLE "VerificationToken";
+DROP TABLE "Session";
+DROP TABLE "Account";
+DROP TABLE "User";
+DROP TYPE "SkillStatus";
+DROP TYPE "ResourceType";
+DROP TYPE "ProjectStatus";
+DROP TYPE "CompletionMethod";
+DROP TYPE "ProgressStatus";
+DROP TYPE "PaymentStatus";
+DROP TYPE "BookingStatus";
+DROP TYPE "AppStatus";
+DROP TYPE "UserRole";

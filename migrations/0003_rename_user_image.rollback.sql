@@ -1,0 +1,2 @@
+-- Undo 0003, keeping every value.
+ALTER TABLE "User" RENAME COLUMN "image" TO "imageUrl";

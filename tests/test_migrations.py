@@ -1,0 +1,382 @@
+"""migrations/ and `dbtools migrate`: the schema, rename, rollback, drift, failures, locks."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from dbtools import catalog, db, migrations
+from dbtools.errors import DbtoolsError
+
+from conftest import REPO, Project, execute
+
+MIGRATIONS = REPO / "migrations"
+HEAD = migrations.migration_ids(MIGRATIONS)
+
+
+def fingerprint(url: str) -> str:
+    conn = psycopg2.connect(url)
+    try:
+        return catalog.fingerprint(conn, ["public"])
+    finally:
+        conn.close()
+
+
+def objects(url: str) -> dict[str, str]:
+    conn = psycopg2.connect(url)
+    try:
+        return catalog.schema_objects(conn, ["public"])
+    finally:
+        conn.close()
+
+
+def applied(url: str) -> list[str]:
+    conn = psycopg2.connect(url)
+    try:
+        return migrations.applied_ids(conn)
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def own_migrations(project: Project) -> Path:
+    """A copy of migrations/ the test may edit, wired into the project's setup.cfg."""
+    target = project.root / "migrations"
+    shutil.copytree(MIGRATIONS, target)
+    cfg = project.root / "setup.cfg"
+    cfg.write_text(
+        cfg.read_text().replace(f"migrations_dir = {MIGRATIONS}", "migrations_dir = migrations")
+    )
+    return target
+
+
+# --- the schema ----------------------------------------------------------------------------
+
+TABLES = {
+    "User", "Account", "Session", "VerificationToken", "BuilderProfile", "ClientProfile",
+    "SubscriberProfile", "SessionType", "Booking", "AvailabilityRule", "AvailabilityException",
+    "Skill", "BuilderSkill", "SkillResource", "UserSkillProgress", "App", "AICapability",
+    "CapabilityExample", "CapabilityLimitation", "CapabilityRequirement", "Project",
+    "ProjectMilestone",
+}  # fmt: skip
+
+ENUMS = {
+    "UserRole": "CLIENT, BUILDER, ADMIN, SUBSCRIBER",
+    "AppStatus": "LIVE, DEMO, CONCEPT",
+    "BookingStatus": "PENDING, CONFIRMED, CANCELLED, COMPLETED",
+    "PaymentStatus": "UNPAID, PAID, REFUNDED, CANCELLED",
+    "ProgressStatus": "NOT_STARTED, IN_PROGRESS, COMPLETED",
+    "CompletionMethod": "ASSESSMENT, BUILDER_VALIDATION, AUTO, MANUAL",
+    "ProjectStatus": "DRAFT, OPEN, IN_PROGRESS, COMPLETED, CANCELLED",
+    "ResourceType": "ARTICLE, VIDEO, EXERCISE, PROJECT, ASSESSMENT",
+    "SkillStatus": "EMERGING, ACTIVE, DECLINING, ARCHIVED",
+}
+
+
+def test_fresh_database_at_head_matches_the_schema_document(make_db) -> None:
+    url = make_db("head")
+    assert migrations.apply_all(url, MIGRATIONS) == HEAD
+    objs = objects(url)
+    assert {k.split(".", 1)[1] for k in objs if k.startswith("table ")} == TABLES
+    assert {k.split(".", 1)[1]: v for k, v in objs.items() if k.startswith("enum ")} == ENUMS
+
+    col = lambda t, c: objs[f"column public.{t}.{c}"]  # noqa: E731
+    assert col("User", "image") == "text"
+    assert "column public.User.imageUrl" not in objs
+    assert col("User", "roles") == '"UserRole"[] DEFAULT ARRAY[\'CLIENT\'::"UserRole"]'
+    assert col("User", "isDemo") == "boolean NOT NULL DEFAULT false"
+    assert col("User", "updatedAt") == "timestamp(3) without time zone NOT NULL"
+    assert col("BuilderProfile", "hourlyRate") == "numeric(10,2)"
+    assert col("BuilderProfile", "rating") == "double precision"
+    assert col("BuilderProfile", "portfolioItems") == "jsonb[]"
+    assert col("BuilderProfile", "topSkills") == "text[] DEFAULT ARRAY[]::text[]"
+    assert col("BuilderProfile", "searchable") == "boolean NOT NULL DEFAULT true"
+    assert col("BuilderProfile", "validationTier") == "integer NOT NULL DEFAULT 1"
+    assert col("BuilderProfile", "availability") == "text NOT NULL DEFAULT 'available'::text"
+    assert col("ClientProfile", "pathways") == "jsonb NOT NULL DEFAULT '[]'::jsonb"
+    assert col("BuilderProfile", "adhd_focus") == "boolean NOT NULL DEFAULT false"
+
+    conn = psycopg2.connect(url)
+    try:
+        fks = {
+            (f.table.split(".")[1], f.columns): f
+            for f in catalog.read_foreign_keys(conn, ["public"])
+        }
+    finally:
+        conn.close()
+    assert len(fks) == 23
+    assert all(f.on_update == "CASCADE" for f in fks.values())
+    special = {
+        ("BuilderSkill", ("skillId",)): "RESTRICT",
+        ("Booking", ("sessionTypeId",)): "SET NULL",
+        ("AICapability", ("createdById",)): "SET NULL",
+    }
+    for key, fk in fks.items():
+        assert fk.on_delete == special.get(key, "CASCADE"), key
+    for name in ("featured", "searchable", "availability", "validationTier"):
+        assert f"index public.BuilderProfile_{name}_idx" in objs
+    assert "UNIQUE" in objs["index public.BuilderProfile_slug_key"]
+    assert "UNIQUE" in objs["index public.Account_provider_providerAccountId_key"]
+    assert "UNIQUE" in objs["index public.UserSkillProgress_userId_skillId_pathway_key"]
+
+
+def test_apply_all_then_rollback_all_returns_to_an_identical_fingerprint(project: Project) -> None:
+    empty = fingerprint(project.dev_url)
+    result = project.invoke("migrate", "apply", "--target", "dev", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["targets"]["dev"]["done"] == HEAD
+    head = fingerprint(project.dev_url)
+
+    result = project.invoke("migrate", "rollback", "--target", "dev", "--all", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["done"] == list(reversed(HEAD))
+    assert fingerprint(project.dev_url) == empty
+    assert applied(project.dev_url) == []
+
+    assert project.invoke("migrate", "apply", "--target", "dev").exit_code == 0
+    assert fingerprint(project.dev_url) == head
+
+
+def test_rename_keeps_every_value_both_ways(project: Project) -> None:
+    url = project.dev_url
+    migrations.apply_all(url, MIGRATIONS, upto="0002_marketplace_fields")
+    images = {
+        "u1": "https://img.example.com/a.png",
+        "u2": None,
+        "u3": "https://img.example.com/ünïcødé/ß.png?x=1&y='2'",
+        "u4": "",
+        "u5": "x" * 5000,
+    }
+    for uid, img in images.items():
+        execute(
+            url,
+            'INSERT INTO "User" (id, email, "imageUrl", "updatedAt") VALUES (%s, %s, %s, now())',
+            (uid, f"{uid}@example.com", img),
+        )
+
+    result = project.invoke("migrate", "apply", "--target", "dev")
+    assert result.exit_code == 0, result.output
+    assert "0003_rename_user_image" in result.output
+    assert dict(execute(url, 'SELECT id, image FROM "User"')) == images
+
+    result = project.invoke(
+        "migrate", "rollback", "--target", "dev", "--id", "0003_rename_user_image"
+    )
+    assert result.exit_code == 0, result.output
+    assert dict(execute(url, 'SELECT id, "imageUrl" FROM "User"')) == images
+    assert applied(url) == HEAD[:2]
+
+
+def test_status_shows_applied_pending_and_no_drift(project: Project) -> None:
+    migrations.apply_all(project.dev_url, MIGRATIONS, upto="0001_initial")
+    result = project.invoke("migrate", "status", "--target", "both", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)["targets"]
+    assert data["dev"]["applied"] == HEAD[:1]
+    assert data["dev"]["pending"] == HEAD[1:]
+    assert data["dev"]["drift"] == []
+    assert data["prod"]["applied"] == [] and data["prod"]["pending"] == HEAD
+    text = project.invoke("migrate", "status", "--target", "dev").output
+    assert "0002_marketplace_fields  pending" in text and "no drift" in text
+
+
+# --- drift ---------------------------------------------------------------------------------
+
+
+def test_an_edited_applied_file_is_reported_and_blocks_apply(
+    project: Project, own_migrations: Path
+) -> None:
+    assert (
+        project.invoke(
+            "migrate", "apply", "--target", "dev", "--upto", "0002_marketplace_fields"
+        ).exit_code
+        == 0
+    )
+    edited = own_migrations / "0002_marketplace_fields.sql"
+    edited.write_text(edited.read_text() + '\nALTER TABLE "User" ADD COLUMN "sneaky" text;\n')
+
+    result = project.invoke("migrate", "status", "--target", "dev", "--json")
+    assert result.exit_code == 1
+    assert json.loads(result.output)["targets"]["dev"]["drift"] == ["0002_marketplace_fields"]
+
+    before = fingerprint(project.dev_url)
+    result = project.invoke("migrate", "apply", "--target", "dev")
+    assert result.exit_code == 1
+    assert "0002_marketplace_fields" in result.output and "changed" in result.output
+    assert "Traceback" not in result.output
+    assert fingerprint(project.dev_url) == before  # 0003 was not applied either
+    assert applied(project.dev_url) == HEAD[:2]
+
+
+def test_crlf_checkout_is_not_drift(project: Project, own_migrations: Path) -> None:
+    assert project.invoke("migrate", "apply", "--target", "dev").exit_code == 0
+    path = own_migrations / "0003_rename_user_image.sql"
+    path.write_bytes(path.read_bytes().replace(b"\n", b"\r\n"))
+    assert project.invoke("migrate", "status", "--target", "dev").exit_code == 0
+
+
+# --- failures and transactions -------------------------------------------------------------
+
+
+def test_a_migration_failing_half_way_leaves_the_database_exactly_as_before(
+    project: Project, own_migrations: Path
+) -> None:
+    assert project.invoke("migrate", "apply", "--target", "dev").exit_code == 0
+    execute(
+        project.dev_url,
+        """INSERT INTO "User" (id, email, "updatedAt") VALUES ('u1', 'a@b.c', now())""",
+    )
+    (own_migrations / "0004_half_way.sql").write_text(
+        "-- depends: 0003_rename_user_image\n"
+        'CREATE TABLE "Review" ("id" TEXT PRIMARY KEY, "body" TEXT);\n'
+        'ALTER TABLE "User" ADD COLUMN "nickname" TEXT;\n'
+        'UPDATE "User" SET "email" = \'changed@b.c\';\n'
+        'CREATE INDEX "Review_body_idx" ON "Review"("body");\n'
+        'ALTER TABLE "Review" ADD CONSTRAINT "Review_user_fkey" FOREIGN KEY ("id") '
+        'REFERENCES "Nope"("id");\n'
+    )
+    (own_migrations / "0004_half_way.rollback.sql").write_text('DROP TABLE "Review";\n')
+    before = objects(project.dev_url)
+
+    result = project.invoke("migrate", "apply", "--target", "dev")
+    assert result.exit_code == 1
+    assert "0004_half_way" in result.output and '"Nope" does not exist' in result.output
+    assert "Traceback" not in result.output
+    assert objects(project.dev_url) == before
+    assert applied(project.dev_url) == HEAD
+    assert execute(project.dev_url, 'SELECT email FROM "User"') == [("a@b.c",)]
+    assert "0004_half_way" not in migrations.recorded_checksums(psycopg2.connect(project.dev_url))
+
+
+def test_non_transactional_migration_runs_create_index_concurrently(
+    project: Project, own_migrations: Path
+) -> None:
+    assert project.invoke("migrate", "apply", "--target", "dev").exit_code == 0
+    index = 'CREATE INDEX CONCURRENTLY "Booking_status_idx" ON "Booking"("status");\n'
+    (own_migrations / "0004_booking_status_idx.sql").write_text(
+        "-- depends: 0003_rename_user_image\n" + index
+    )
+    (own_migrations / "0004_booking_status_idx.rollback.sql").write_text(
+        'DROP INDEX CONCURRENTLY "Booking_status_idx";\n'
+    )
+    # In a transaction PostgreSQL refuses it, cleanly: nothing applied, nothing recorded.
+    result = project.invoke("migrate", "apply", "--target", "dev")
+    assert result.exit_code == 1
+    assert "cannot run inside a transaction block" in result.output
+    assert "index public.Booking_status_idx" not in objects(project.dev_url)
+    assert applied(project.dev_url) == HEAD
+
+    (own_migrations / "0004_booking_status_idx.sql").write_text(
+        "-- transactional: false\n-- depends: 0003_rename_user_image\n" + index
+    )
+    result = project.invoke("migrate", "apply", "--target", "dev", "--dry-run")
+    assert result.exit_code == 0 and "outside a transaction" in result.output
+    result = project.invoke("migrate", "apply", "--target", "dev")
+    assert result.exit_code == 0, result.output
+    assert "index public.Booking_status_idx" in objects(project.dev_url)
+    assert applied(project.dev_url) == [*HEAD, "0004_booking_status_idx"]
+    result = project.invoke("migrate", "rollback", "--target", "dev")
+    assert result.exit_code == 0, result.output
+    assert "index public.Booking_status_idx" not in objects(project.dev_url)
+
+
+# --- locks ---------------------------------------------------------------------------------
+
+
+def test_a_second_concurrent_run_fails_clearly(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DBTOOLS_LOCK_TIMEOUT", "1")
+    t = db.Target("dev", project.dev_url, project.dev_name)
+    with migrations._open(t, MIGRATIONS) as s, migrations._locked(s, 1):
+        result = project.invoke("migrate", "apply", "--target", "dev")
+    assert result.exit_code == 3
+    assert "another dbtools migration run holds the lock" in result.output
+    assert applied(project.dev_url) == []
+    assert project.invoke("migrate", "apply", "--target", "dev").exit_code == 0
+
+
+def test_a_stale_lock_is_reported_with_the_command_that_clears_it(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DBTOOLS_LOCK_TIMEOUT", "1")
+    migrations.apply_all(project.dev_url, MIGRATIONS, upto="0001_initial")
+    execute(project.dev_url, "INSERT INTO yoyo_lock (locked, ctime, pid) VALUES (1, now(), 424242)")
+
+    result = project.invoke("migrate", "apply", "--target", "dev")
+    assert result.exit_code == 3
+    assert "stale" in result.output and "424242" in result.output
+    assert "dbtools migrate unlock --target dev" in result.output
+    assert applied(project.dev_url) == HEAD[:1]
+
+    result = project.invoke("migrate", "unlock", "--target", "dev", "--yes", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["held_by_pid"] == 424242
+    assert project.invoke("migrate", "apply", "--target", "dev").exit_code == 0
+    assert applied(project.dev_url) == HEAD
+
+
+# --- new, mark, connections ----------------------------------------------------------------
+
+
+def test_new_writes_the_next_numbered_pair(project: Project, own_migrations: Path) -> None:
+    result = project.invoke("migrate", "new", "Add builder timezone", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["id"] == "0004_add_builder_timezone"
+    sql = Path(data["path"]).read_text()
+    assert "-- depends: 0003_rename_user_image" in sql
+    assert Path(data["rollback_path"]).is_file()
+    assert migrations.migration_ids(own_migrations) == [*HEAD, "0004_add_builder_timezone"]
+    # an empty new migration applies and rolls back cleanly
+    assert project.invoke("migrate", "apply", "--target", "dev").exit_code == 0
+    assert applied(project.dev_url)[-1] == "0004_add_builder_timezone"
+
+
+def test_mark_baselines_a_database_built_without_yoyo(project: Project) -> None:
+    for mid in HEAD:
+        execute(project.dev_url, (MIGRATIONS / f"{mid}.sql").read_text())
+    before = fingerprint(project.dev_url)
+    result = project.invoke("migrate", "mark", "--target", "dev", "--yes", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["targets"]["dev"]["done"] == HEAD
+    status = json.loads(project.invoke("migrate", "status", "--target", "dev", "--json").output)
+    assert status["targets"]["dev"]["pending"] == [] and status["targets"]["dev"]["unchecked"] == []
+    result = project.invoke("migrate", "apply", "--target", "dev")
+    assert result.exit_code == 0 and "nothing to do" in result.output
+    assert fingerprint(project.dev_url) == before
+
+
+def test_prod_apply_needs_confirmation(project: Project) -> None:
+    result = project.invoke("migrate", "apply", "--target", "prod")
+    assert result.exit_code == 3 and "--yes" in result.output
+    assert applied(project.prod_url) == []
+
+
+def test_yoyo_gets_the_whole_query_string() -> None:
+    url = "postgresql://u:p%40ss@ep-x.neon.tech/Buildappswith-prod?sslmode=require&channel_binding=require"
+    got = migrations._yoyo_url(url, "prod")
+    assert "sslmode=require" in got and "channel_binding=require" in got
+    assert "/Buildappswith-prod?" in got
+
+
+def test_pooler_host_is_refused_for_migrations(project: Project) -> None:
+    project.env["DEV_DATABASE_URL"] = (
+        "postgresql://u:hunter2secret@ep-cool-1-pooler.eu.aws.neon.tech/db?sslmode=require"
+    )
+    result = project.invoke("migrate", "apply", "--target", "dev")
+    assert result.exit_code == 3
+    assert "pooler" in result.output and "hunter2secret" not in result.output
+
+
+def test_connection_errors_are_one_redacted_line(make_db) -> None:
+    url = "postgresql://postgres:topsecretpw@127.0.0.1:5432/dbt_does_not_exist_x"
+    with pytest.raises(DbtoolsError) as info:
+        migrations.apply_all(url, MIGRATIONS)
+    assert "topsecretpw" not in str(info.value)
+    assert "does not exist" in str(info.value)
+    assert info.value.exit_code == 2
