@@ -1,0 +1,285 @@
+"""export_table / load_table / content_hash against real databases: files, parts, fallbacks,
+the caller's transaction, and clear errors that leave the target unchanged."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg2
+import psycopg2.extensions
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from dbtools import catalog, db
+from dbtools.errors import EXIT_CHECK_FAILED, SnapshotError
+from dbtools.snapshot.export import TableExport, export_table
+from dbtools.snapshot.hashing import content_hash
+from dbtools.snapshot.load import load_table
+
+from conftest import execute
+
+PRISMA_DDL = """
+CREATE TYPE "UserRole" AS ENUM ('CLIENT', 'BUILDER', 'ADMIN', 'SUBSCRIBER');
+CREATE TABLE "User" (
+  id text PRIMARY KEY, email text NOT NULL, "emailVerified" timestamp(3),
+  roles "UserRole"[] NOT NULL DEFAULT ARRAY['CLIENT']::"UserRole"[],
+  "isDemo" boolean NOT NULL DEFAULT false, "hourlyRate" numeric(10,2),
+  "createdAt" timestamp(3) NOT NULL DEFAULT CURRENT_TIMESTAMP
+);
+"""
+
+
+def connect(url: str) -> psycopg2.extensions.connection:
+    return db.connect(db.Target(env="dev", url=url, expected_name=""), purpose="copy")
+
+
+def table_of(conn: psycopg2.extensions.connection, key: str) -> catalog.Table:
+    return catalog.read_catalog(conn, ["public"]).table(key)
+
+
+def export(url: str, key: str, dest: Path, **kwargs: object) -> TableExport:
+    conn = connect(url)
+    try:
+        conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
+        return export_table(conn, table_of(conn, key), dest, **kwargs)  # type: ignore[arg-type]
+    finally:
+        conn.close()
+
+
+def load(url: str, key: str, dest: Path, exp: TableExport, *, freeze: bool = False) -> int:
+    conn = connect(url)
+    try:
+        table = table_of(conn, key)
+        if freeze:
+            with conn.cursor() as cur:
+                cur.execute(f"TRUNCATE {table.qualified}")
+        rows = load_table(conn, table, dest, exp.files, exp.columns, freeze=freeze)
+        assert content_hash(conn, table, [c["name"] for c in exp.columns]) == exp.content_hash
+        conn.commit()
+        return rows
+    finally:
+        conn.close()
+
+
+def rows_text(url: str, table: str) -> list[str]:
+    return [r[0] for r in execute(url, f"SELECT t::text FROM {table} t ORDER BY 1")]
+
+
+@pytest.fixture
+def src_dst(make_db: Callable[[str], str]) -> tuple[str, str]:
+    src, dst = make_db("src"), make_db("dst")
+    for url in (src, dst):
+        execute(url, PRISMA_DDL)
+    execute(
+        src,
+        """INSERT INTO "User" (id, email, "emailVerified", roles, "isDemo", "hourlyRate")
+           SELECT 'u' || g, 'user' || g || '@example.com',
+                  CASE WHEN g % 3 = 0 THEN NULL
+                       ELSE timestamp '2024-01-01' + g * interval '1 s' END,
+                  CASE WHEN g % 2 = 0 THEN ARRAY['CLIENT', 'ADMIN']::"UserRole"[]
+                       ELSE '{}'::"UserRole"[] END,
+                  g % 5 = 0, CASE WHEN g % 7 = 0 THEN NULL ELSE g * 1.25 END
+           FROM generate_series(1, 2500) g""",
+    )
+    return src, dst
+
+
+def test_prisma_table_roundtrip_native_types_and_manifest_columns(
+    src_dst: tuple[str, str], tmp_path: Path
+) -> None:
+    src, dst = src_dst
+    exp = export(src, "public.User", tmp_path)
+    assert exp.table == "public.User"
+    assert exp.rows == 2500
+    assert exp.files == ["public.User.parquet"]
+    assert exp.bytes == (tmp_path / "public.User.parquet").stat().st_size > 0
+    assert exp.content_hash.startswith("v1:2500:")
+    cols = {c["name"]: c for c in exp.columns}
+    assert cols["roles"]["pg_type"] == '"UserRole"[]'
+    assert cols["roles"]["encoding"] == "text"
+    assert cols["roles"]["enum_labels"] == ["CLIENT", "BUILDER", "ADMIN", "SUBSCRIBER"]
+    assert cols["hourlyRate"]["arrow_type"] == "decimal128(10, 2)"
+    assert cols["createdAt"]["encoding"] == "native"
+    assert load(dst, "public.User", tmp_path, exp) == 2500
+    assert rows_text(dst, '"User"') == rows_text(src, '"User"')
+    # The file is what an analyst opens: real timestamps, booleans and decimals.
+    data = pq.read_table(tmp_path / "public.User.parquet")
+    assert data.schema.field("emailVerified").type == pa.timestamp("us")
+    assert data.schema.field("isDemo").type == pa.bool_()
+
+
+def test_max_file_rows_writes_part_files_that_load_back(
+    src_dst: tuple[str, str], tmp_path: Path
+) -> None:
+    src, dst = src_dst
+    exp = export(src, "public.User", tmp_path, max_file_rows=1000, batch_bytes=16 << 10)
+    assert exp.files == [f"public.User/part-{i:05d}.parquet" for i in range(3)]
+    assert not (tmp_path / "public.User.parquet").exists()
+    assert [pq.ParquetFile(tmp_path / f).metadata.num_rows for f in exp.files] == [1000, 1000, 500]
+    assert load(dst, "public.User", tmp_path, exp, freeze=True) == 2500
+    assert rows_text(dst, '"User"') == rows_text(src, '"User"')
+
+
+def test_empty_table_exports_a_readable_file_and_loads_nothing(
+    make_db: Callable[[str], str], tmp_path: Path
+) -> None:
+    src, dst = make_db("src"), make_db("dst")
+    for url in (src, dst):
+        execute(url, "CREATE TABLE e (id int, at timestamptz)")
+    exp = export(src, "public.e", tmp_path)
+    assert exp.rows == 0
+    assert exp.content_hash == "v1:0:0"
+    assert pq.read_table(tmp_path / "public.e.parquet").schema.names == ["id", "at"]
+    assert load(dst, "public.e", tmp_path, exp) == 0
+
+
+def test_out_of_range_values_switch_the_column_to_text_not_an_error(
+    make_db: Callable[[str], str], tmp_path: Path
+) -> None:
+    src, dst = make_db("src"), make_db("dst")
+    for url in (src, dst):
+        execute(url, "CREATE TABLE ev (id int, at timestamptz, d date, price numeric(8,2))")
+    # 50k rows so the bad value sits far past the first Arrow block.
+    execute(
+        src,
+        "INSERT INTO ev SELECT g, now(), current_date, 1.5 FROM generate_series(1, 50000) g;"
+        "INSERT INTO ev VALUES (0, 'infinity', '0044-03-15 BC', 'NaN')",
+    )
+    exp = export(src, "public.ev", tmp_path, batch_bytes=64 << 10)
+    cols = {c["name"]: c for c in exp.columns}
+    for name in ("at", "d", "price"):
+        assert cols[name]["encoding"] == "text"
+        assert cols[name]["fallback"].startswith("a value does not fit")
+    assert cols["id"]["encoding"] == "native"
+    assert sorted(exp.fallbacks) == ["at", "d", "price"]
+    assert pq.read_schema(tmp_path / "public.ev.parquet").field("at").type == pa.string()
+    load(dst, "public.ev", tmp_path, exp)
+    assert execute(dst, "SELECT at::text, d::text, price::text FROM ev WHERE id = 0") == [
+        ("infinity", "0044-03-15 BC", "NaN")
+    ]
+    assert rows_text(dst, "ev") == rows_text(src, "ev")
+
+
+def test_export_stays_in_the_callers_snapshot_and_transaction(
+    src_dst: tuple[str, str], tmp_path: Path
+) -> None:
+    src, _ = src_dst
+    conn = connect(src)
+    try:
+        conn.set_session(isolation_level="REPEATABLE READ")
+        table = table_of(conn, "public.User")  # the snapshot is taken here
+        with conn.cursor() as cur:
+            cur.execute("SELECT txid_current()")
+            txid = cur.fetchone()
+        execute(src, "DELETE FROM \"User\" WHERE id <> 'u1'")  # committed by another session
+        exp = export_table(conn, table, tmp_path)
+        assert exp.rows == 2500
+        with conn.cursor() as cur:
+            cur.execute("SELECT txid_current()")
+            assert cur.fetchone() == txid
+        assert conn.get_transaction_status() == psycopg2.extensions.TRANSACTION_STATUS_INTRANS
+    finally:
+        conn.close()
+
+
+def test_content_hash_ignores_order_but_sees_one_changed_value(
+    make_db: Callable[[str], str],
+) -> None:
+    a, b = make_db("a"), make_db("b")
+    for url in (a, b):
+        execute(url, "CREATE TABLE h (id int, v text)")
+    execute(a, "INSERT INTO h VALUES (1, 'x'), (2, ''), (3, NULL)")
+    execute(b, "INSERT INTO h VALUES (3, NULL), (1, 'x'), (2, '')")
+
+    def digest(url: str) -> str:
+        conn = connect(url)
+        try:
+            return content_hash(conn, table_of(conn, "public.h"), ["id", "v"])
+        finally:
+            conn.close()
+
+    assert digest(a) == digest(b)
+    execute(b, "UPDATE h SET v = NULL WHERE id = 2")  # '' -> NULL must be noticed
+    assert digest(a) != digest(b)
+
+
+def test_load_into_a_table_lacking_a_column_is_a_clear_error(
+    src_dst: tuple[str, str], make_db: Callable[[str], str], tmp_path: Path
+) -> None:
+    src, _ = src_dst
+    exp = export(src, "public.User", tmp_path)
+    other = make_db("other")
+    execute(other, 'CREATE TABLE "User" (id text PRIMARY KEY, email text)')
+    conn = connect(other)
+    try:
+        with pytest.raises(SnapshotError) as err:
+            load_table(conn, table_of(conn, "public.User"), tmp_path, exp.files, exp.columns)
+    finally:
+        conn.close()
+    assert "public.User" in err.value.message
+    assert "emailVerified" in err.value.message
+    assert err.value.exit_code == EXIT_CHECK_FAILED
+
+
+def test_data_that_does_not_fit_fails_cleanly_and_the_target_is_unchanged(
+    make_db: Callable[[str], str], tmp_path: Path
+) -> None:
+    src, dst = make_db("src"), make_db("dst")
+    execute(src, "CREATE TABLE n (id int, v int8)")
+    execute(
+        src,
+        "INSERT INTO n SELECT g, g FROM generate_series(1, 10) g; INSERT INTO n VALUES (11, 99999)",
+    )
+    execute(dst, "CREATE TABLE n (id int, v int2)")
+    execute(dst, "INSERT INTO n VALUES (100, 1)")
+    exp = export(src, "public.n", tmp_path)
+    conn = connect(dst)
+    try:
+        with pytest.raises(SnapshotError) as err:
+            load_table(conn, table_of(conn, "public.n"), tmp_path, exp.files, exp.columns)
+        conn.rollback()
+    finally:
+        conn.close()
+    assert err.value.message.startswith("cannot load public.n: ")
+    assert "out of range" in err.value.message
+    assert "\n" not in err.value.message
+    assert execute(dst, "SELECT id, v FROM n") == [(100, 1)]
+
+
+def test_missing_or_corrupt_file_is_a_snapshot_error(
+    src_dst: tuple[str, str], tmp_path: Path
+) -> None:
+    src, dst = src_dst
+    exp = export(src, "public.User", tmp_path)
+    conn = connect(dst)
+    try:
+        table = table_of(conn, "public.User")
+        with pytest.raises(SnapshotError, match="missing"):
+            load_table(conn, table, tmp_path, ["nope.parquet"], exp.columns)
+        conn.rollback()
+        path = tmp_path / exp.files[0]
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        with pytest.raises(SnapshotError, match=r"public\.User\.parquet"):
+            load_table(conn, table, tmp_path, exp.files, exp.columns)
+        conn.rollback()
+    finally:
+        conn.close()
+    assert execute(dst, 'SELECT count(*) FROM "User"') == [(0,)]
+
+
+def test_freeze_outside_a_fresh_truncate_is_refused_with_a_clear_error(
+    src_dst: tuple[str, str], tmp_path: Path
+) -> None:
+    src, dst = src_dst
+    exp = export(src, "public.User", tmp_path)
+    conn = connect(dst)
+    try:
+        with pytest.raises(SnapshotError, match="FREEZE"):
+            load_table(
+                conn, table_of(conn, "public.User"), tmp_path, exp.files, exp.columns, freeze=True
+            )
+        conn.rollback()
+    finally:
+        conn.close()
