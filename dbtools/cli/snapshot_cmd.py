@@ -1,7 +1,264 @@
-"""Commands of this area (filled in by its owner)."""
+"""`dbtools snapshot create|list|show|verify|prune|query`, `dbtools backup`, `dbtools restore`."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
-COMMANDS: list[click.Command] = []
+from dbtools.cli.output import Options, common_options, table, target_option
+from dbtools.errors import EXIT_CHECK_FAILED
+from dbtools.snapshot import archive, create, query, restore
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def _render_created(result: create.SnapshotResult) -> str:
+    lines = [
+        f"snapshot of {result.env} ({result.manifest.database}): {result.tables} tables, "
+        f"{result.rows} rows, {_size(result.bytes)}, verified",
+        f"path: {result.path}",
+    ]
+    lines += [f"note: {n}" for n in result.notes]
+    return "\n".join(lines)
+
+
+def _create(opts: Options, env: str, workers: int) -> None:
+    result = create.create_snapshot(
+        opts.settings, env, progress=opts.progress, workers=max(1, workers)
+    )
+    opts.emit(result.as_dict(), lambda: _render_created(result))
+
+
+@click.group()
+def snapshot() -> None:
+    """Parquet snapshots of dev or prod: create, list, show, verify, prune, query.
+
+    \b
+    Example:
+      dbtools snapshot create --target dev
+      dbtools snapshot list
+    """
+
+
+@snapshot.command("create")
+@target_option()
+@click.option("--workers", default=2, show_default=True, help="Tables read in parallel.")
+@common_options()
+def create_cmd(opts: Options, target: str, workers: int) -> None:
+    """Write a verified snapshot of one database into the archive.
+
+    \b
+    Example:
+      dbtools snapshot create --target dev --json | jq -r .path
+    """
+    _create(opts, target, workers)
+
+
+@click.command()
+@click.option("--workers", default=2, show_default=True, help="Tables read in parallel.")
+@common_options()
+def backup(opts: Options, workers: int) -> None:
+    """Snapshot prod into snapshots/prod/ (the backup archive).
+
+    \b
+    Example:
+      dbtools backup --json
+    """
+    _create(opts, "prod", workers)
+
+
+@snapshot.command("list")
+@click.option("--env", type=click.Choice(["dev", "prod"]), default=None, help="Only this side.")
+@click.option("--no-verify", is_flag=True, help="Skip reading every file (faster).")
+@common_options()
+def list_cmd(opts: Options, env: str | None, no_verify: bool) -> None:
+    """The archive, newest first: env, time, tables, rows, size, migration head, verified.
+
+    \b
+    Example:
+      dbtools snapshot list --env prod --json
+    """
+    infos = archive.list_snapshots(opts.settings, env, verify=not no_verify)
+
+    def render() -> str:
+        if not infos:
+            return f"no snapshots under {opts.settings.snapshot_dir}"
+        marks = {True: "yes", False: "NO", None: "-"}
+        rows = [
+            [
+                i.env,
+                i.path.name,
+                i.created_at.strftime("%Y-%m-%d %H:%M:%SZ") if i.created_at else "?",
+                i.tables,
+                i.rows,
+                _size(i.bytes),
+                i.migration_head or "-",
+                marks[i.verified] if i.complete else "INCOMPLETE",
+            ]
+            for i in infos
+        ]
+        header = ["env", "snapshot", "created", "tables", "rows", "size", "migration", "verified"]
+        return table(rows, header)
+
+    opts.emit({"snapshots": [i.as_dict() for i in infos]}, render)
+
+
+@snapshot.command("show")
+@click.argument("path")
+@common_options()
+def show_cmd(opts: Options, path: str) -> None:
+    """Per table: rows, columns, bytes.
+
+    \b
+    Example:
+      dbtools snapshot show 20250514T102112Z
+    """
+    result = archive.show_snapshot(archive.resolve_path(opts.settings, path))
+    data = result.as_dict()
+
+    def render() -> str:
+        m = result.manifest
+        head = [
+            f"snapshot {result.path}",
+            f"  {m.env} database {m.database} (PostgreSQL {m.server_version}), {m.created_at}",
+            f"  migration head {m.migration_head or '-'}, {len(m.migrations)} applied",
+            f"  excluded: {', '.join(m.excluded_tables) or '-'}; "
+            f"bookkeeping left out: {', '.join(m.bookkeeping_tables) or '-'}",
+        ]
+        rows = [[t["table"], t["rows"], t["columns"], _size(t["bytes"])] for t in data["tables"]]
+        return "\n".join(head) + "\n" + table(rows, ["table", "rows", "columns", "bytes"])
+
+    opts.emit(data, render)
+
+
+@snapshot.command("verify")
+@click.argument("path")
+@common_options()
+def verify_cmd(opts: Options, path: str) -> None:
+    """Checksums, every Parquet file readable, manifest consistent (exit 1 if not).
+
+    \b
+    Example:
+      dbtools snapshot verify snapshots/prod/20250514T102112Z
+    """
+    result = archive.verify_snapshot(archive.resolve_path(opts.settings, path))
+    if not result.ok and not opts.json:
+        for p in result.problems:
+            click.echo(f"  - {p}")
+        click.echo(f"error: snapshot {result.path} does not verify", err=True)
+        raise SystemExit(EXIT_CHECK_FAILED)
+    opts.emit(
+        result.as_dict(),
+        f"snapshot {result.path} verified: {result.tables} tables, {result.rows} rows",
+        exit_code=0 if result.ok else EXIT_CHECK_FAILED,
+    )
+
+
+@snapshot.command("prune")
+@click.option("--dry-run", is_flag=True, help="Only show what would be deleted.")
+@common_options(destructive=True)
+def prune_cmd(opts: Options, dry_run: bool) -> None:
+    """Delete snapshots past retention (keeping the newest and the newest verified backup).
+
+    Retention comes from setup.cfg [dbtools]: retention_days and keep_min. Leftovers of
+    crashed runs are removed too.
+
+    \b
+    Example:
+      dbtools snapshot prune --dry-run
+    """
+    settings = opts.settings
+    if not dry_run:
+        plan = archive.prune(settings, dry_run=True)
+        if plan.deleted:
+            opts.confirm(f"delete {len(plan.deleted)} snapshot directories?")
+    result = archive.prune(settings, dry_run=dry_run)
+
+    def render() -> str:
+        verb = "would delete" if dry_run else "deleted"
+        lines = [f"{verb} {d['path']} ({d['reason']})" for d in result.deleted]
+        lines.append(f"{verb} {len(result.deleted)}, kept {len(result.kept)}")
+        return "\n".join(lines)
+
+    opts.emit(result.as_dict(), render)
+
+
+@snapshot.command("query")
+@click.argument("path")
+@click.argument("sql")
+@click.option("--limit", default=1000, show_default=True, help="At most this many rows.")
+@common_options()
+def query_cmd(opts: Options, path: str, sql: str, limit: int) -> None:
+    """SQL over a snapshot's Parquet files with DuckDB; tables are named as in PostgreSQL.
+
+    \b
+    Example:
+      dbtools snapshot query 20250514T102112Z 'SELECT count(*) FROM "BuilderProfile"'
+    """
+    result = query.query_snapshot(archive.resolve_path(opts.settings, path), sql, limit=limit)
+
+    def render() -> str:
+        text = table([list(r) for r in result.rows], result.columns) if result.columns else ""
+        return text + (f"\n(first {limit} rows)" if result.truncated else "")
+
+    opts.emit(result.as_dict(), render)
+
+
+@click.command("restore")
+@click.argument("path")
+@target_option()
+@common_options(destructive=True)
+def restore_cmd(opts: Options, path: str, target: str) -> None:
+    """Load a snapshot into dev or prod, all or nothing.
+
+    PATH is a snapshot directory or a stamp from `dbtools snapshot list`.
+
+    \b
+    Example:
+      dbtools restore 20250514T102112Z --target prod --yes
+    """
+    settings = opts.settings
+    resolved = archive.resolve_path(settings, path, target)
+    if not opts.yes:
+        # Refuse a damaged snapshot before asking; with --yes the load verifies it first anyway.
+        restore.verified_manifest(resolved)
+    opts.confirm(
+        f"replace every table of the {target} database "
+        f"({_masked(settings.urls.get(target))}) by {resolved}?"
+    )
+    if target == "prod":
+        # Prod is written only after a fresh verified backup, under the sync lock: the sync
+        # pipeline's restore provides both.
+        from dbtools import sync
+
+        guarded = sync.restore_prod(settings, Path(resolved), progress=opts.progress)
+        opts.emit(
+            guarded.as_dict(),
+            f"restored {guarded.restored} into prod, verified\n"
+            f"backup of prod before the restore: {guarded.backup.path}",
+        )
+    result = restore.restore(settings, Path(resolved), target, progress=opts.progress)
+    for w in result.warnings:
+        opts.warn(w)
+    opts.emit(
+        result.as_dict(),
+        f"restored {result.path} into {target} ({result.database}): "
+        f"{len(result.load.tables)} tables, {result.load.rows} rows, verified",
+    )
+
+
+def _masked(url: str | None) -> str:
+    from dbtools.config import mask_url
+
+    return mask_url(url) if url else "no URL"
+
+
+COMMANDS: list[click.Command] = [snapshot, backup, restore_cmd]

@@ -1,0 +1,45 @@
+"""Parquet snapshots of a database: format, export, load, archive; `read_snapshot` for analysts."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["read_snapshot"]
+
+
+def read_snapshot(path: str | Path, table: str) -> pd.DataFrame:
+    """One table of a snapshot as a pandas DataFrame.
+
+    `table` is "schema.table" or a bare name. Integers and booleans with NULLs keep their
+    type (pandas' nullable Int64/boolean rather than float), timestamps are datetime64,
+    numeric columns are Decimal; types kept in PostgreSQL's text form (arrays, intervals, ...)
+    stay strings, except numeric without a declared precision, which becomes Decimal.
+    """
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from dbtools.snapshot import format as fmt
+
+    directory = Path(path)
+    entry = fmt.read_manifest(directory).table(table)
+    parts = [pq.read_table(directory / rel) for rel in entry.files]
+    data = pa.concat_tables(parts) if parts else pa.table({})
+    nullable = {
+        pa.int8(): pd.Int8Dtype(),
+        pa.int16(): pd.Int16Dtype(),
+        pa.int32(): pd.Int32Dtype(),
+        pa.int64(): pd.Int64Dtype(),
+        pa.bool_(): pd.BooleanDtype(),
+    }
+    frame = data.to_pandas(types_mapper=nullable.get)
+    for col in entry.columns:
+        name = col["name"]
+        if col.get("encoding") == "text" and col.get("base_type") == "numeric" and name in frame:
+            frame[name] = frame[name].map(lambda v: None if v is None else Decimal(v))
+    return frame

@@ -1,0 +1,324 @@
+"""`snapshot create` / `backup`: every table of a database, read in one consistent view.
+
+One coordinator connection opens a REPEATABLE READ READ ONLY transaction, exports its
+snapshot (pg_export_snapshot) and takes ACCESS SHARE locks on every table so no DDL can
+change them while they are read. Worker connections import that snapshot (SET TRANSACTION
+SNAPSHOT, as pg_dump -j does) and export tables in parallel; every file therefore shows the
+database at one instant. The result is built in a temporary directory, verified, and only
+then renamed to its stamp.
+
+The coordinator runs in autocommit mode with an explicit BEGIN: catalog helpers end their
+work with `conn.rollback()` when not in autocommit mode, which would end the exported
+snapshot; in autocommit mode psycopg2 makes those calls no-ops and our transaction lives on.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import subprocess
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+import psycopg2
+import psycopg2.errors
+import psycopg2.extensions
+
+from dbtools import __version__, catalog, db, migrations
+from dbtools.config import Settings, redact
+from dbtools.errors import DbtoolsError, SnapshotError
+from dbtools.snapshot import format as fmt
+from dbtools.snapshot.restore import lock_tables
+
+Conn = psycopg2.extensions.connection
+Progress = Callable[[str], None] | None
+
+
+@dataclass
+class SnapshotResult:
+    path: Path
+    env: str
+    tables: int
+    rows: int
+    bytes: int
+    verified: bool
+    manifest: fmt.Manifest
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "env": self.env,
+            "database": self.manifest.database,
+            "created_at": self.manifest.created_at,
+            "tables": self.tables,
+            "rows": self.rows,
+            "bytes": self.bytes,
+            "verified": self.verified,
+            "migration_head": self.manifest.migration_head,
+            "schema_fingerprint": self.manifest.schema_fingerprint,
+            "excluded_tables": self.manifest.excluded_tables,
+            "notes": self.notes,
+        }
+
+
+def _say(progress: Progress, text: str) -> None:
+    if progress is not None:
+        progress(text)
+
+
+def applied_migrations(conn: Conn) -> list[str]:
+    """Applied migration ids, or [] where yoyo's table is absent."""
+    with conn.cursor() as cur:
+        cur.execute("SAVEPOINT dbtools_migrations")
+        try:
+            ids = [str(i) for i in migrations.applied_ids(conn)]
+            cur.execute("RELEASE SAVEPOINT dbtools_migrations")
+        except psycopg2.Error:
+            # A database never migrated has no yoyo table: no applied migrations.
+            cur.execute("ROLLBACK TO SAVEPOINT dbtools_migrations")
+            ids = []
+    return ids
+
+
+def _bookkeeping_present(conn: Conn, schemas: list[str]) -> list[str]:
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT schemaname || '.' || tablename FROM pg_tables "
+            "WHERE schemaname = ANY(%s) AND tablename = ANY(%s) ORDER BY 1",
+            (schemas, sorted(catalog.BOOKKEEPING_TABLES)),
+        )
+        return [r[0] for r in cur.fetchall()]
+
+
+def _schema_sql(
+    t: db.Target, snapshot_id: str, schemas: list[str], objects: dict[str, str], lock_timeout: float
+) -> str:
+    """The schema as DDL: pg_dump --schema-only on our exported snapshot where possible."""
+    parts = urlsplit(t.url)
+    env = dict(os.environ)
+    if parts.password is not None:
+        # The password goes to pg_dump through its environment, never its command line.
+        env["PGPASSWORD"] = unquote(parts.password)
+        netloc = parts.netloc.rsplit("@", 1)
+        user = netloc[0].split(":", 1)[0]
+        parts = parts._replace(netloc=f"{user}@{netloc[1]}")
+    url = urlunsplit(parts)
+    args = [
+        "pg_dump",
+        "--schema-only",
+        "--no-owner",
+        "--no-privileges",
+        f"--snapshot={snapshot_id}",
+    ]
+    args += [f"--schema={s}" for s in schemas]
+    try:
+        done = subprocess.run(
+            [*args, "--dbname", url], env=env, capture_output=True, text=True, timeout=300
+        )
+        if done.returncode == 0 and done.stdout.strip():
+            return done.stdout
+        reason = (done.stderr.strip().splitlines() or ["no output"])[-1]
+    except (OSError, subprocess.SubprocessError) as exc:
+        reason = str(exc)
+    lines = [
+        f"-- pg_dump could not be used ({redact(reason)});",
+        "-- below, every schema object with its definition as the server reported it.",
+    ]
+    for name, definition in objects.items():
+        kind, _, obj = name.partition(" ")
+        if kind == "index":
+            lines.append(f"{definition};")
+        else:
+            lines.append(f"-- {kind} {obj}: {definition}")
+    return "\n".join(lines) + "\n"
+
+
+def _sequence_entries(
+    seqs: list[catalog.SequenceInfo], tables: dict[str, catalog.Table], excluded: set[str]
+) -> tuple[dict[str, list[dict[str, Any]]], list[dict[str, Any]]]:
+    """Sequences by owning table, and those owned by no snapshotted table."""
+    owned: dict[str, list[dict[str, Any]]] = {}
+    free: list[dict[str, Any]] = []
+    for s in seqs:
+        item = {
+            "name": s.key,
+            "owned_by": s.owned_by,
+            "last_value": s.last_value,
+            "is_called": s.is_called,
+        }
+        owner = s.owned_by.rsplit(".", 1)[0] if s.owned_by else None
+        if owner in tables:
+            owned.setdefault(owner, []).append(item)
+        elif owner not in excluded:
+            free.append(item)
+    return owned, free
+
+
+def _export_all(
+    t: db.Target,
+    settings: Settings,
+    snapshot_id: str,
+    tables: list[catalog.Table],
+    dest: Path,
+    workers: int,
+    progress: Progress,
+) -> dict[str, Any]:
+    """Export every table on worker connections that share the coordinator's snapshot."""
+    from dbtools.snapshot import export
+
+    work: queue.Queue[catalog.Table] = queue.Queue()
+    for table in tables:
+        work.put(table)
+    results: dict[str, Any] = {}
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        try:
+            conn = db.connect(t, purpose="copy", settings=settings)
+        except BaseException as exc:
+            with lock:
+                errors.append(exc)
+            return
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                cur.execute("SET TRANSACTION SNAPSHOT %s", (snapshot_id,))
+                # A worker's lock request can queue behind another session's pending
+                # ACCESS EXCLUSIVE request even though the coordinator holds its lock.
+                timeout_ms = max(1, int(settings.lock_timeout_seconds * 1000))
+                cur.execute(f"SET LOCAL lock_timeout = '{timeout_ms}ms'")
+            while not errors:
+                try:
+                    table = work.get_nowait()
+                except queue.Empty:
+                    return
+                result = export.export_table(conn, table, dest)
+                with lock:
+                    results[table.key] = result
+                _say(progress, f"exported {table.key}: {result.rows} rows")
+        except BaseException as exc:
+            with lock:
+                errors.append(exc)
+        finally:
+            conn.close()
+
+    count = max(1, min(workers, len(tables)))
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(count)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    if errors:
+        exc = errors[0]
+        if isinstance(exc, DbtoolsError):
+            raise exc
+        if isinstance(exc, psycopg2.Error):
+            raise SnapshotError(f"export failed: {db.describe_error(exc)}") from None
+        raise SnapshotError(f"export failed: {type(exc).__name__}: {redact(str(exc))}") from None
+    return results
+
+
+def create_snapshot(
+    settings: Settings, env: str, *, progress: Progress = None, workers: int = 2
+) -> SnapshotResult:
+    """Snapshot the env database into settings.snapshot_dir/<env>/<stamp>/ (see module doc)."""
+    t = db.target(settings, env)
+    env_dir = settings.snapshot_dir / env
+    conn = db.connect(t, purpose="copy", settings=settings, autocommit=True)
+    temp: Path | None = None
+    try:
+        schemas = list(settings.schemas)
+        with conn.cursor() as cur:
+            cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            cur.execute("SELECT pg_export_snapshot(), now()")
+            row = cur.fetchone()
+            assert row is not None
+            snapshot_id = str(row[0])
+        ident = db.identity(conn)
+        created = fmt.utc_now()
+        # ACCESS SHARE, as pg_dump takes: rows may change, DDL waits until we are done.
+        lock_tables(
+            conn, schemas, settings.excluded_tables, "ACCESS SHARE", settings.lock_timeout_seconds
+        )
+        cat = catalog.read_catalog(conn, schemas, settings.excluded_tables)
+        objects = catalog.schema_objects(conn, schemas)
+        migrations = applied_migrations(conn)
+        bookkeeping = _bookkeeping_present(conn, schemas)
+        _say(progress, f"snapshot of {env} ({t.masked}): {len(cat.tables)} tables")
+
+        temp = fmt.new_temp_dir(env_dir)
+        exports = _export_all(t, settings, snapshot_id, cat.tables, temp, workers, progress)
+        schema_sql = _schema_sql(t, snapshot_id, schemas, objects, settings.lock_timeout_seconds)
+        (temp / fmt.SCHEMA_SQL).write_text(schema_sql, encoding="utf-8")
+
+        by_key = {tb.key: tb for tb in cat.tables}
+        owned, free = _sequence_entries(cat.sequences, by_key, set(cat.excluded))
+        entries: dict[str, fmt.TableEntry] = {}
+        for table in cat.tables:
+            ex = exports[table.key]
+            files = {rel: fmt.sha256_file(temp / rel) for rel in ex.files}
+            entries[table.key] = fmt.TableEntry(
+                schema=table.schema,
+                name=table.name,
+                rows=int(ex.rows),
+                bytes=sum((temp / rel).stat().st_size for rel in ex.files),
+                files=files,
+                columns=list(ex.columns),
+                content_hash=str(ex.content_hash),
+                sequences=owned.get(table.key, []),
+            )
+        manifest = fmt.Manifest(
+            created_at=created.isoformat().replace("+00:00", "Z"),
+            env=env,
+            database=ident.database,
+            server_version=ident.server_version,
+            tool_version=__version__,
+            schemas=schemas,
+            migrations=migrations,
+            schema_fingerprint=catalog.fingerprint_of(objects),
+            schema_objects=objects,
+            tables=entries,
+            excluded_tables=list(cat.excluded),
+            bookkeeping_tables=bookkeeping,
+            sequences=free,
+            schema_sql_sha256=fmt.sha256_file(temp / fmt.SCHEMA_SQL),
+        )
+        fmt.write_manifest(temp, manifest)
+        _, problems = fmt.verify_dir(temp)
+        if problems:
+            raise SnapshotError(
+                f"the snapshot just written does not verify: {problems[0]}"
+                + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+            )
+        final = fmt.publish(temp, env_dir, created)
+        temp = None
+        with conn.cursor() as cur:
+            cur.execute("COMMIT")
+        notes = [] if cat.tables else [f"no tables in schemas {', '.join(schemas)}"]
+        _say(progress, f"snapshot written to {final}")
+        return SnapshotResult(
+            path=final,
+            env=env,
+            tables=len(entries),
+            rows=manifest.rows,
+            bytes=fmt.dir_bytes(final),
+            verified=True,
+            manifest=manifest,
+            notes=notes,
+        )
+    except psycopg2.Error as exc:
+        raise SnapshotError(f"snapshot of {env} failed: {db.describe_error(exc)}") from None
+    except OSError as exc:
+        raise SnapshotError(
+            f"snapshot of {env} failed writing {exc.filename or env_dir}: {exc.strerror or exc}"
+        ) from None
+    finally:
+        if temp is not None:
+            fmt.remove_tree(temp)
+        conn.close()
