@@ -1,7 +1,220 @@
-"""Commands of this area (filled in by its owner)."""
+"""`dbtools check`, `sync-data`, `full-sync`, `rollback`: parse, confirm, call, render."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
-COMMANDS: list[click.Command] = []
+from dbtools import checks as checks_mod
+from dbtools import db, sync
+from dbtools.cli.output import Options, common_options, table, target_option
+
+
+def render_checks(report: checks_mod.CheckReport) -> str:
+    rows = []
+    for r in report.results:
+        value = r.value
+        if isinstance(value, dict):  # schema_matches_dev: fingerprint and migrations
+            migrations = value.get("migrations") or []
+            value = f"{str(value.get('fingerprint'))[:19]}, {len(migrations)} migrations"
+        rows.append([r.status, r.name, _short(value), ", ".join(r.expected), r.message])
+    out = [f"checks on {report.env} ({report.database})"]
+    out.append(table(rows, ["", "check", "value", "expected", "problem"]))
+    out.append(report.summary())
+    return "\n".join(out)
+
+
+def _short(value: Any, width: int = 40) -> str:
+    text = "" if value is None else str(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def render_builders(builders: list[dict[str, Any]], env: str) -> str:
+    rows = [
+        [
+            b["name"],
+            b["email"],
+            "yes" if b["searchable"] else "no",
+            "yes" if b["demo"] else "no",
+            "yes" if b["featured"] else "no",
+            _short(b["headline"]),
+        ]
+        for b in builders
+    ]
+    header = ["name", "email", "searchable", "demo", "featured", "headline"]
+    return f"{len(builders)} builders on {env}\n" + table(rows, header)
+
+
+@click.command()
+@target_option("prod")
+@click.option(
+    "--list-builders", is_flag=True, help="Also list every builder profile (name, email, flags)."
+)
+@common_options()
+def check(opts: Options, target: str, list_builders: bool) -> None:
+    """Run the checks of checks/*.sql against a database; exit 1 if any fails.
+
+    \b
+    Example:
+      dbtools check --target prod
+    """
+    report = checks_mod.run_checks_on(opts.settings, target)
+    data: dict[str, Any] = report.as_dict()
+    text = render_checks(report)
+    if list_builders:
+        builders = checks_mod.list_builders(opts.settings, target)
+        data["builders"] = builders
+        text = render_builders(builders, target) + "\n\n" + text
+    opts.emit(data, text, exit_code=0 if report.ok else 1)
+
+
+def _count(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+def render_changes(changes: list[sync.TableChange]) -> str:
+    rows = []
+    for c in changes:
+        note = "kept prod's rows" if c.preserved else ("" if c.changed else "same count")
+        rows.append([c.table, _count(c.rows_before), "->", _count(c.rows_after), note])
+    return table(rows, ["table", "before", "", "after", ""])
+
+
+def render_plan(plan: sync.Plan) -> str:
+    out = [f"plan: dev {plan.dev_database} -> prod {plan.prod_database} (dry run: nothing written)"]
+    for env in ("dev", "prod"):
+        pending = plan.pending.get(env, [])
+        out.append(f"  pending migrations on {env}: {', '.join(pending) if pending else 'none'}")
+    out.append(
+        "  sync-schema would apply on prod: "
+        + (", ".join(plan.to_apply_on_prod) if plan.to_apply_on_prod else "nothing")
+    )
+    out.append(f"  schemas match now: {'yes' if plan.schema_matches else 'no'}")
+    out.append(f"  backup that would be written: {plan.backup_path}/")
+    rows = [
+        [t["table"], _count(t["prod_rows"]), "->", _count(t["dev_rows"]), t["action"]]
+        for t in plan.tables
+    ]
+    out.append(table(rows, ["table", "prod now", "", "dev", "action"]))
+    out += [f"problem: {p}" for p in plan.problems]
+    return "\n".join(out)
+
+
+def _rollback_hint(backup: sync.BackupResult) -> str:
+    return f"to undo: dbtools rollback --yes   (restores {backup.path})"
+
+
+def render_sync(result: sync.SyncResult) -> str:
+    out = ["sync-data: prod now holds dev's data (one transaction, committed)"]
+    out.append(render_changes(result.tables))
+    if result.checks is not None:
+        out.append(result.checks.summary())
+    out.append(f"backup of prod before the sync: {result.backup.path} (verified)")
+    out.append(f"dev snapshot loaded: {result.dev_snapshot}")
+    out.append(_rollback_hint(result.backup))
+    return "\n".join(out)
+
+
+def render_full(result: sync.FullSyncResult) -> str:
+    if result.dry_run and result.plan is not None:
+        return render_plan(result.plan)
+    marks = {"ok": "ok", "failed": "FAILED", "skipped": "skipped", "pending": ""}
+    rows = [[marks[s.status], s.name, s.detail] for s in result.steps]
+    out = [table(rows, ["", "step", "detail"])]
+    if result.data is not None:
+        out += ["", render_changes(result.data.tables)]
+    if result.checks is not None:
+        out += ["", render_checks(result.checks)]
+    out.append("")
+    failed = result.failed
+    if failed is not None:
+        out.append(f"full-sync stopped at {failed.name}: {failed.detail}")
+        out.append(f"next: {failed.next_action}")
+    else:
+        out.append("full-sync: done, prod matches dev and every check passes")
+    if result.backup is not None:
+        out.append(f"backup of prod before this run: {result.backup.path} (verified)")
+        if failed is None or failed.name not in ("verify", "backup"):
+            out.append(_rollback_hint(result.backup))
+    return "\n".join(out)
+
+
+def render_rollback(result: sync.RollbackResult) -> str:
+    out = [f"rollback: prod restored from {result.restored} ({result.restored_created_at})"]
+    if result.migrations_rolled_back:
+        out.append(f"migrations rolled back first: {', '.join(result.migrations_rolled_back)}")
+    out.append(render_changes(result.tables))
+    out.append(f"prod as it was just before the rollback: {result.backup.path} (verified)")
+    out.append(f"to undo the rollback: dbtools restore {result.backup.path} --target prod --yes")
+    return "\n".join(out)
+
+
+def _prod(opts: Options) -> str:
+    return db.target(opts.settings, "prod").masked
+
+
+@click.command("sync-data")
+@click.option("--dry-run", is_flag=True, help="Show what would change; write nothing.")
+@common_options(destructive=True)
+def sync_data(opts: Options, dry_run: bool) -> None:
+    """Copy dev's data into prod: backup prod, snapshot dev, load in one transaction.
+
+    Refuses unless dev and prod have the same schema. The checks run inside the load
+    transaction; if one fails, everything is rolled back and prod is unchanged. Preserved
+    tables (setup.cfg preserved_tables) keep prod's rows.
+
+    \b
+    Example:
+      dbtools sync-data --dry-run
+      dbtools sync-data --yes --json | jq -r .path
+    """
+    if dry_run:
+        plan = sync.plan(opts.settings)
+        opts.emit({"dry_run": True, "plan": plan.as_dict()}, lambda: render_plan(plan))
+    opts.confirm(f"replace the data of prod {_prod(opts)} with dev's?")
+    result = sync.sync_data(opts.settings, progress=opts.progress)
+    assert isinstance(result, sync.SyncResult)
+    opts.emit(result.as_dict(), lambda: render_sync(result))
+
+
+@click.command("full-sync")
+@click.option("--dry-run", is_flag=True, help="Print the plan; write nothing, not even a snapshot.")
+@common_options(destructive=True)
+def full_sync(opts: Options, dry_run: bool) -> None:
+    """verify -> backup -> sync-schema -> sync-data -> check, stopping at the first failure.
+
+    \b
+    Example:
+      dbtools full-sync --dry-run
+      dbtools full-sync --yes
+    """
+    if not dry_run:
+        opts.confirm(f"migrate prod {_prod(opts)} and replace its data with dev's?")
+    result = sync.full_sync(opts.settings, dry_run=dry_run, progress=opts.progress)
+    data = result.as_dict()
+    if result.failed is not None and not opts.json:
+        click.echo(render_full(result))
+        click.echo(f"error: {result.failed.detail}", err=True)
+        raise SystemExit(result.exit_code)
+    opts.emit(data, lambda: render_full(result), exit_code=result.exit_code)
+
+
+@click.command()
+@common_options(destructive=True)
+def rollback(opts: Options) -> None:
+    """Restore the newest verified prod backup into prod (the Emergency Rollback).
+
+    Migrations applied on prod since that backup are rolled back first. Refuses if the
+    newest backup does not verify, naming the newest one that does.
+
+    \b
+    Example:
+      dbtools rollback --yes
+    """
+    opts.confirm(f"restore the newest verified backup into prod {_prod(opts)}?")
+    result = sync.rollback(opts.settings, progress=opts.progress)
+    opts.emit(result.as_dict(), lambda: render_rollback(result))
+
+
+COMMANDS: list[click.Command] = [check, sync_data, full_sync, rollback]
