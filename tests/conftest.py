@@ -57,6 +57,33 @@ def execute(url: str, sql: str, params: object = None) -> list[tuple]:
         conn.close()
 
 
+def schema_objects(url: str, schemas: tuple[str, ...] = ("public",)) -> dict[str, str]:
+    """The schema of a database as catalog sees it: "kind name" -> definition."""
+    from dbtools import catalog
+
+    conn = psycopg2.connect(url)
+    try:
+        return catalog.schema_objects(conn, list(schemas))
+    finally:
+        conn.close()
+
+
+def fingerprint(url: str) -> str:
+    from dbtools import catalog
+
+    return catalog.fingerprint_of(schema_objects(url))
+
+
+def applied_migrations(url: str) -> list[str]:
+    from dbtools import migrations
+
+    conn = psycopg2.connect(url)
+    try:
+        return migrations.applied_ids(conn)
+    finally:
+        conn.close()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _server() -> None:
     try:

@@ -12,34 +12,10 @@ import pytest
 from dbtools import catalog, db, migrations
 from dbtools.errors import DbtoolsError
 
-from conftest import REPO, Project, execute
+from conftest import REPO, Project, applied_migrations, execute, fingerprint, schema_objects
 
 MIGRATIONS = REPO / "migrations"
 HEAD = migrations.migration_ids(MIGRATIONS)
-
-
-def fingerprint(url: str) -> str:
-    conn = psycopg2.connect(url)
-    try:
-        return catalog.fingerprint(conn, ["public"])
-    finally:
-        conn.close()
-
-
-def objects(url: str) -> dict[str, str]:
-    conn = psycopg2.connect(url)
-    try:
-        return catalog.schema_objects(conn, ["public"])
-    finally:
-        conn.close()
-
-
-def applied(url: str) -> list[str]:
-    conn = psycopg2.connect(url)
-    try:
-        return migrations.applied_ids(conn)
-    finally:
-        conn.close()
 
 
 @pytest.fixture
@@ -80,7 +56,7 @@ ENUMS = {
 def test_fresh_database_at_head_matches_the_schema_document(make_db) -> None:
     url = make_db("head")
     assert migrations.apply_all(url, MIGRATIONS) == HEAD
-    objs = objects(url)
+    objs = schema_objects(url)
     assert {k.split(".", 1)[1] for k in objs if k.startswith("table ")} == TABLES
     assert {k.split(".", 1)[1]: v for k, v in objs.items() if k.startswith("enum ")} == ENUMS
 
@@ -135,7 +111,7 @@ def test_apply_all_then_rollback_all_returns_to_an_identical_fingerprint(project
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["done"] == list(reversed(HEAD))
     assert fingerprint(project.dev_url) == empty
-    assert applied(project.dev_url) == []
+    assert applied_migrations(project.dev_url) == []
 
     assert project.invoke("migrate", "apply", "--target", "dev").exit_code == 0
     assert fingerprint(project.dev_url) == head
@@ -168,7 +144,7 @@ def test_rename_keeps_every_value_both_ways(project: Project) -> None:
     )
     assert result.exit_code == 0, result.output
     assert dict(execute(url, 'SELECT id, "imageUrl" FROM "User"')) == images
-    assert applied(url) == HEAD[:2]
+    assert applied_migrations(url) == HEAD[:2]
 
 
 def test_status_shows_applied_pending_and_no_drift(project: Project) -> None:
@@ -209,7 +185,7 @@ def test_an_edited_applied_file_is_reported_and_blocks_apply(
     assert "0002_marketplace_fields" in result.output and "changed" in result.output
     assert "Traceback" not in result.output
     assert fingerprint(project.dev_url) == before  # 0003 was not applied either
-    assert applied(project.dev_url) == HEAD[:2]
+    assert applied_migrations(project.dev_url) == HEAD[:2]
 
 
 def test_crlf_checkout_is_not_drift(project: Project, own_migrations: Path) -> None:
@@ -240,14 +216,14 @@ def test_a_migration_failing_half_way_leaves_the_database_exactly_as_before(
         'REFERENCES "Nope"("id");\n'
     )
     (own_migrations / "0004_half_way.rollback.sql").write_text('DROP TABLE "Review";\n')
-    before = objects(project.dev_url)
+    before = schema_objects(project.dev_url)
 
     result = project.invoke("migrate", "apply", "--target", "dev")
     assert result.exit_code == 1
     assert "0004_half_way" in result.output and '"Nope" does not exist' in result.output
     assert "Traceback" not in result.output
-    assert objects(project.dev_url) == before
-    assert applied(project.dev_url) == HEAD
+    assert schema_objects(project.dev_url) == before
+    assert applied_migrations(project.dev_url) == HEAD
     assert execute(project.dev_url, 'SELECT email FROM "User"') == [("a@b.c",)]
     assert "0004_half_way" not in migrations.recorded_checksums(psycopg2.connect(project.dev_url))
 
@@ -267,8 +243,8 @@ def test_non_transactional_migration_runs_create_index_concurrently(
     result = project.invoke("migrate", "apply", "--target", "dev")
     assert result.exit_code == 1
     assert "cannot run inside a transaction block" in result.output
-    assert "index public.Booking_status_idx" not in objects(project.dev_url)
-    assert applied(project.dev_url) == HEAD
+    assert "index public.Booking_status_idx" not in schema_objects(project.dev_url)
+    assert applied_migrations(project.dev_url) == HEAD
 
     (own_migrations / "0004_booking_status_idx.sql").write_text(
         "-- transactional: false\n-- depends: 0003_rename_user_image\n" + index
@@ -277,11 +253,11 @@ def test_non_transactional_migration_runs_create_index_concurrently(
     assert result.exit_code == 0 and "outside a transaction" in result.output
     result = project.invoke("migrate", "apply", "--target", "dev")
     assert result.exit_code == 0, result.output
-    assert "index public.Booking_status_idx" in objects(project.dev_url)
-    assert applied(project.dev_url) == [*HEAD, "0004_booking_status_idx"]
+    assert "index public.Booking_status_idx" in schema_objects(project.dev_url)
+    assert applied_migrations(project.dev_url) == [*HEAD, "0004_booking_status_idx"]
     result = project.invoke("migrate", "rollback", "--target", "dev")
     assert result.exit_code == 0, result.output
-    assert "index public.Booking_status_idx" not in objects(project.dev_url)
+    assert "index public.Booking_status_idx" not in schema_objects(project.dev_url)
 
 
 # --- locks ---------------------------------------------------------------------------------
@@ -296,7 +272,7 @@ def test_a_second_concurrent_run_fails_clearly(
         result = project.invoke("migrate", "apply", "--target", "dev")
     assert result.exit_code == 3
     assert "another dbtools migration run holds the lock" in result.output
-    assert applied(project.dev_url) == []
+    assert applied_migrations(project.dev_url) == []
     assert project.invoke("migrate", "apply", "--target", "dev").exit_code == 0
 
 
@@ -311,13 +287,13 @@ def test_a_stale_lock_is_reported_with_the_command_that_clears_it(
     assert result.exit_code == 3
     assert "stale" in result.output and "424242" in result.output
     assert "dbtools migrate unlock --target dev" in result.output
-    assert applied(project.dev_url) == HEAD[:1]
+    assert applied_migrations(project.dev_url) == HEAD[:1]
 
     result = project.invoke("migrate", "unlock", "--target", "dev", "--yes", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["held_by_pid"] == 424242
     assert project.invoke("migrate", "apply", "--target", "dev").exit_code == 0
-    assert applied(project.dev_url) == HEAD
+    assert applied_migrations(project.dev_url) == HEAD
 
 
 # --- new, mark, connections ----------------------------------------------------------------
@@ -334,7 +310,7 @@ def test_new_writes_the_next_numbered_pair(project: Project, own_migrations: Pat
     assert migrations.migration_ids(own_migrations) == [*HEAD, "0004_add_builder_timezone"]
     # an empty new migration applies and rolls back cleanly
     assert project.invoke("migrate", "apply", "--target", "dev").exit_code == 0
-    assert applied(project.dev_url)[-1] == "0004_add_builder_timezone"
+    assert applied_migrations(project.dev_url)[-1] == "0004_add_builder_timezone"
 
 
 def test_mark_baselines_a_database_built_without_yoyo(project: Project) -> None:
@@ -354,7 +330,7 @@ def test_mark_baselines_a_database_built_without_yoyo(project: Project) -> None:
 def test_prod_apply_needs_confirmation(project: Project) -> None:
     result = project.invoke("migrate", "apply", "--target", "prod")
     assert result.exit_code == 3 and "--yes" in result.output
-    assert applied(project.prod_url) == []
+    assert applied_migrations(project.prod_url) == []
 
 
 def test_yoyo_gets_the_whole_query_string() -> None:

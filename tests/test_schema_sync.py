@@ -6,36 +6,19 @@ import json
 import shutil
 import sys
 
-import psycopg2
 import pytest
 
-from dbtools import catalog, migrations, schema_sync
+from dbtools import migrations, schema_sync
 from dbtools.config import load_settings
 from dbtools.errors import MigrationError, SafetyError
 
-from conftest import REPO, Project, execute
+from conftest import REPO, Project, applied_migrations, execute, schema_objects
 
 sys.path.insert(0, str(REPO / "scripts"))
 from seed_demo import seed_stale_prod
 
 MIGRATIONS = REPO / "migrations"
 HEAD = migrations.migration_ids(MIGRATIONS)
-
-
-def objects(url: str) -> dict[str, str]:
-    conn = psycopg2.connect(url)
-    try:
-        return catalog.schema_objects(conn, ["public"])
-    finally:
-        conn.close()
-
-
-def applied(url: str) -> list[str]:
-    conn = psycopg2.connect(url)
-    try:
-        return migrations.applied_ids(conn)
-    finally:
-        conn.close()
 
 
 def test_sync_applies_to_prod_what_dev_has_and_keeps_prod_data(project: Project) -> None:
@@ -48,8 +31,8 @@ def test_sync_applies_to_prod_what_dev_has_and_keeps_prod_data(project: Project)
     assert result.applied == ["0003_rename_user_image"]
     assert calls == ["backup"]
     assert result.schema_match is True
-    assert applied(project.prod_url) == HEAD
-    assert objects(project.prod_url) == objects(project.dev_url)
+    assert applied_migrations(project.prod_url) == HEAD
+    assert schema_objects(project.prod_url) == schema_objects(project.dev_url)
     assert execute(project.prod_url, 'SELECT email, image FROM "User"') == [
         ("liam@buildappswith.ai", "https://images.buildappswith.com/u/liam.png")
     ]
@@ -69,7 +52,7 @@ def test_cli_sync_schema_backs_up_prod_and_says_what_it_applied(project: Project
     assert "0003_rename_user_image" in result.output
     assert "backed up prod first" in result.output
     assert list(project.snapshot_dir.glob("prod/*/manifest.json"))
-    assert applied(project.prod_url) == HEAD
+    assert applied_migrations(project.prod_url) == HEAD
 
     result = project.invoke("sync-schema", "--yes", "--json")
     assert result.exit_code == 0
@@ -79,14 +62,14 @@ def test_cli_sync_schema_backs_up_prod_and_says_what_it_applied(project: Project
 def test_refuses_when_prod_would_get_a_migration_dev_has_not_applied(project: Project) -> None:
     migrations.apply_all(project.dev_url, MIGRATIONS, upto="0002_marketplace_fields")
     migrations.apply_all(project.prod_url, MIGRATIONS, upto="0001_initial")
-    before = objects(project.prod_url)
+    before = schema_objects(project.prod_url)
     calls: list[str] = []
     with pytest.raises(SafetyError, match="0003_rename_user_image") as info:
         schema_sync.sync_schema(load_settings(), before_write=lambda: calls.append("x"))
     assert "0002_marketplace_fields" not in str(info.value)
     assert calls == []
-    assert objects(project.prod_url) == before
-    assert applied(project.prod_url) == HEAD[:1]
+    assert schema_objects(project.prod_url) == before
+    assert applied_migrations(project.prod_url) == HEAD[:1]
 
     result = project.invoke("sync-schema", "--yes")
     assert result.exit_code == 3
@@ -108,15 +91,15 @@ def test_dry_run_prints_the_sql_and_changes_nothing(project: Project) -> None:
 def test_a_failing_backup_hook_stops_before_prod_is_touched(project: Project) -> None:
     migrations.apply_all(project.dev_url, MIGRATIONS)
     migrations.apply_all(project.prod_url, MIGRATIONS, upto="0002_marketplace_fields")
-    before = objects(project.prod_url)
+    before = schema_objects(project.prod_url)
 
     def broken_backup() -> None:
         raise MigrationError("backup did not verify")
 
     with pytest.raises(MigrationError, match="backup did not verify"):
         schema_sync.sync_schema(load_settings(), before_write=broken_backup)
-    assert objects(project.prod_url) == before
-    assert applied(project.prod_url) == HEAD[:2]
+    assert schema_objects(project.prod_url) == before
+    assert applied_migrations(project.prod_url) == HEAD[:2]
 
 
 def test_refuses_when_prod_is_not_named_as_expected(project: Project) -> None:
@@ -125,7 +108,7 @@ def test_refuses_when_prod_is_not_named_as_expected(project: Project) -> None:
     result = project.invoke("sync-schema", "--yes")
     assert result.exit_code == 3
     assert "expected 'Buildappswith-prod'" in result.output
-    assert applied(project.prod_url) == []
+    assert applied_migrations(project.prod_url) == []
 
 
 def test_refuses_when_dev_and_prod_are_one_database(project: Project) -> None:
@@ -151,7 +134,7 @@ def test_refuses_on_drift_of_an_applied_file(project: Project) -> None:
     result = project.invoke("sync-schema", "--yes")
     assert result.exit_code == 1
     assert "0001_initial" in result.output and "changed" in result.output
-    assert applied(project.prod_url) == HEAD[:2]
+    assert applied_migrations(project.prod_url) == HEAD[:2]
 
 
 def test_a_hand_made_alter_on_prod_shows_up_by_name_in_diff(project: Project) -> None:
@@ -216,4 +199,4 @@ def test_concurrent_sync_fails_clearly(project: Project, monkeypatch: pytest.Mon
         result = project.invoke("sync-schema", "--yes")
     assert result.exit_code == 3
     assert "another dbtools migration run holds the lock" in result.output
-    assert applied(project.prod_url) == []
+    assert applied_migrations(project.prod_url) == []
