@@ -98,7 +98,9 @@ def connect(
         conn = psycopg2.connect(t.url, connect_timeout=timeout, application_name=f"dbtools-{t.env}")
     except psycopg2.Error as exc:
         raise ConnectionFailed(
-            f"cannot connect to {t.env} database {t.masked}: {_first_line(exc)}"
+            f"cannot connect to {t.env} database {t.masked}: {_first_line(exc)}",
+            hint=f"check {'DEV' if t.env == 'dev' else 'PROD'}_DATABASE_URL (Neon needs "
+            "?sslmode=require); `dbtools verify` shows both sides",
         ) from None
     except Exception as exc:  # malformed option strings surface as ProgrammingError-like
         raise ConfigError(f"cannot use {t.env} URL {t.masked}: {_first_line(exc)}") from None

@@ -106,7 +106,11 @@ def verified_manifest(path: Path) -> fmt.Manifest:
     manifest, problems = fmt.verify_dir(path)
     if problems or manifest is None:
         more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
-        raise SnapshotError(f"snapshot {path} does not verify: {problems[0]}{more}")
+        raise SnapshotError(
+            f"snapshot {path} does not verify: {problems[0]}{more}",
+            hint="`dbtools snapshot verify PATH` lists every problem; "
+            "`dbtools snapshot list` shows which snapshots verify",
+        )
     return manifest
 
 
