@@ -170,6 +170,22 @@ def _resolve_url(root: Path, env: str, environ: dict[str, str]) -> tuple[str | N
     return None, "unset"
 
 
+def _env_number(
+    environ: dict[str, str], name: str, default: float, *, whole: bool = False
+) -> float:
+    raw = environ.get(name)
+    if not raw:
+        return default
+    try:
+        value = int(raw) if whole else float(raw)
+    except ValueError:
+        kind = "a whole number of seconds" if whole else "a number of seconds"
+        raise ConfigError(f"{name} must be {kind}, not {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive, not {raw!r}")
+    return value
+
+
 def load_settings(
     root: Path | None = None,
     environ: dict[str, str] | None = None,
@@ -225,12 +241,16 @@ def load_settings(
         preserved_tables=_split_list(get("preserved_tables", "")),
         checks_dir=root / get("checks_dir", "checks"),
         migrations_dir=root / get("migrations_dir", "migrations"),
-        lock_timeout_seconds=float(
-            environ.get("DBTOOLS_LOCK_TIMEOUT") or get_number("lock_timeout_seconds", "10", float)
+        lock_timeout_seconds=_env_number(
+            environ, "DBTOOLS_LOCK_TIMEOUT", get_number("lock_timeout_seconds", "10", float)
         ),
         connect_timeout_seconds=int(
-            environ.get("DBTOOLS_CONNECT_TIMEOUT")
-            or get_number("connect_timeout_seconds", "10", int)
+            _env_number(
+                environ,
+                "DBTOOLS_CONNECT_TIMEOUT",
+                get_number("connect_timeout_seconds", "10", int),
+                whole=True,
+            )
         ),
         allow_insecure=allow_insecure,
     )

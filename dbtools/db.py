@@ -154,7 +154,9 @@ def identity(conn: psycopg2.extensions.connection) -> Identity:
         system_id: str | None = None
         # pg_control_system() can be revoked on managed services; identity then rests on
         # host, port and name alone.
-        savepoint = not conn.autocommit
+        # Inside an open transaction (also an explicit BEGIN on an autocommit connection) a
+        # refused call would abort it: guard with a savepoint.
+        savepoint = not was_idle(conn) or not conn.autocommit
         if savepoint:
             cur.execute("SAVEPOINT dbtools_ident")
         try:

@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import psycopg2
+import psycopg2.errors
 import psycopg2.extensions
 import yoyo
 import yoyo.exceptions
@@ -253,8 +254,12 @@ def _open(
                 f"cannot open {t.env} database {t.masked} for migrations: {db.describe_error(exc)}"
             ) from None
         try:
+            timeout = settings.lock_timeout_seconds if settings else 10.0
             with backend.cursor() as cur:
                 cur.execute(db.SESSION_SQL)
+                # An ALTER queued behind an app's long transaction would make every query on
+                # that table queue behind it: give up after the lock timeout instead.
+                cur.execute(f"SET lock_timeout = '{int(timeout * 1000)}ms'")
             ident = db.identity(guard)
             yield _Session(t, backend, guard, Path(migrations_dir), ident.database)
         finally:
@@ -402,6 +407,12 @@ def _failure(
             "by its rollback steps where possible; check with `dbtools diff`"
         )
     before = f"; completed before it: {', '.join(done)}" if done else ""
+    if isinstance(exc, psycopg2.errors.LockNotAvailable):
+        return LockBusy(
+            f"could not {verb} {m.id} on {where}: a table it changes is locked by another "
+            f"session past the lock timeout ({fate}){before}",
+            hint="retry when the application's long transactions are done",
+        )
     return MigrationError(
         f"could not {verb} {m.id} on {where}: {db.describe_error(exc)} ({fate}){before}"
     )
@@ -594,10 +605,12 @@ def rollback(
     ids: list[str] | None = None,
     count: int | None = None,
     dry_run: bool = False,
+    before_write: Callable[[], None] | None = None,
 ) -> ApplyResult:
     """Roll back applied migrations: the given ids, the last `count`, or (neither) the last one.
 
     Refuses when a migration that stays applied depends on one being rolled back.
+    `before_write` runs once, under the migration lock, before the first rollback step.
     """
     files = _read(settings.migrations_dir)
     if dry_run:
@@ -615,7 +628,7 @@ def rollback(
             _guard_history(st, label)
             plan = _plan_rollback(st, _read(s.migrations_dir), ids, count, label)
             steps = [_step(m, "rollback") for m in plan]
-            done = _execute(s, plan, "rollback", None)
+            done = _execute(s, plan, "rollback", before_write)
             return ApplyResult(env, s.database, "rollback", False, done, steps, s.status())
 
 

@@ -263,7 +263,9 @@ class _Guard:
         """The fresh verified backup of this run, taken the first time anything will write."""
         if self._backup is None:
             _say(self.progress, f"{self.what}: backing up prod")
-            self._backup = backup(self.settings, progress=self.progress)
+            self._backup = backup(
+                self.settings, progress=self.progress, reason=f"before {self.what}"
+            )
             _say(self.progress, f"{self.what}: backup verified: {self._backup.path}")
         return self._backup
 
@@ -328,9 +330,12 @@ def _guarded_prod_write(
             dev_conn.close()
 
 
-def backup(settings: Settings, progress: Progress = None) -> BackupResult:
+ROLLBACK_REASON = "before rollback"
+
+
+def backup(settings: Settings, progress: Progress = None, reason: str = "manual") -> BackupResult:
     """A snapshot of prod into the archive, verified (checksums and data) before it counts."""
-    snap = create_snapshot(settings, "prod", progress=progress)
+    snap = create_snapshot(settings, "prod", progress=progress, reason=reason)
     _, problems = fmt.verify_dir(snap.path)
     if problems or not snap.verified:
         raise SnapshotError(
@@ -551,7 +556,9 @@ def rollback(settings: Settings, *, progress: Progress = None) -> RollbackResult
     back first, newest first. Prod itself is backed up before anything is written, so a
     rollback can be undone by restoring that backup.
     """
-    good, bad = archive.newest_verified(settings, "prod")
+    # A backup taken by a rollback holds the state that rollback replaced (or, if it failed,
+    # the state it was meant to replace): never a state to roll back to.
+    good, bad = archive.newest_verified(settings, "prod", skip_reasons=(ROLLBACK_REASON,))
     if bad:
         newest_bad, problems = bad[0]
         why = problems[0] if problems else "does not verify"
@@ -596,6 +603,9 @@ def rollback(settings: Settings, *, progress: Progress = None) -> RollbackResult
     ) as guard:
         made = guard.ensure_backup()
         if to_undo:
+            # Migration rollbacks commit on their own; make sure the load after them will not
+            # stop at a busy table, or prod would be left with its schema undone and data not.
+            _tables_free(guard.conn, settings)
             _say(progress, f"rollback: rolling back migrations {', '.join(to_undo)}")
             try:
                 migrations.rollback(settings, "prod", ids=to_undo)
@@ -605,9 +615,22 @@ def rollback(settings: Settings, *, progress: Progress = None) -> RollbackResult
                     f"unchanged, backup of its current state: {made.path}"
                 ) from None
         _say(progress, f"rollback: restoring {good}")
-        load = restore.load_snapshot(
-            guard.conn, good, settings=settings, preserved=(), progress=progress
-        )
+        try:
+            load = restore.load_snapshot(
+                guard.conn, good, settings=settings, preserved=(), progress=progress
+            )
+        except DbtoolsError as exc:
+            if not to_undo:
+                raise
+            half = DbtoolsError(
+                f"migrations {', '.join(to_undo)} were rolled back on prod, but restoring "
+                f"{good.name} failed: {exc.message}. Prod has the older schema with its current "
+                f"data; run `dbtools rollback --yes` again to finish (backup of the state "
+                f"before this rollback: {made.path})",
+                hint=exc.hint,
+            )
+            half.exit_code = exc.exit_code
+            raise half from None
         return RollbackResult(
             restored=good,
             restored_created_at=manifest.created_at,
@@ -615,6 +638,28 @@ def rollback(settings: Settings, *, progress: Progress = None) -> RollbackResult
             migrations_rolled_back=to_undo,
             tables=_changes(load),
         )
+
+
+def _tables_free(conn: Conn, settings: Settings) -> None:
+    """LockBusy, with nothing changed, if a table cannot be locked within the lock timeout."""
+    was_autocommit = conn.autocommit
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("BEGIN")
+        try:
+            restore.lock_tables(
+                conn,
+                list(settings.schemas),
+                settings.excluded_tables,
+                "ACCESS EXCLUSIVE",
+                settings.lock_timeout_seconds,
+            )
+        finally:
+            with conn.cursor() as cur:
+                cur.execute("ROLLBACK")
+    finally:
+        conn.autocommit = was_autocommit
 
 
 # --- the other prod writers, routed through the guard ----------------------------------------
@@ -643,6 +688,35 @@ def sync_schema(
     with _guarded_prod_write(settings, what="sync-schema", progress=progress) as guard:
         result = schema_sync.sync_schema(settings, before_write=guard.before_write)
         return SchemaSyncRun(result, guard.backup)
+
+
+def migrate_prod(
+    settings: Settings,
+    action: str,
+    *,
+    upto: str | None = None,
+    ids: list[str] | None = None,
+    count: int | None = None,
+    progress: Progress = None,
+) -> migrations.ApplyResult:
+    """`dbtools migrate apply|rollback|mark --target prod`: under the sync lock, and only
+    after a verified backup of prod, like every other prod write. The backup is taken only
+    when a migration will actually run (mark only writes bookkeeping, but it is a prod write
+    all the same, so it is backed up too).
+    """
+    with _guarded_prod_write(
+        settings, what=f"migrate {action}", progress=progress, need_dev=False
+    ) as guard:
+        if action == "apply":
+            return migrations.apply(settings, "prod", upto=upto, before_write=guard.before_write)
+        if action == "rollback":
+            return migrations.rollback(
+                settings, "prod", ids=ids, count=count, before_write=guard.before_write
+            )
+        if action == "mark":
+            guard.ensure_backup()
+            return migrations.mark(settings, "prod", upto=upto)
+        raise ConfigError(f"unknown migrate action {action!r}")
 
 
 def restore_prod(settings: Settings, path: Path, *, progress: Progress = None) -> RollbackResult:

@@ -101,7 +101,10 @@ def apply_cmd(opts: Options, target: str, upto: str | None, dry_run: bool) -> No
     if "prod" in _envs(target) and not dry_run:
         opts.confirm(f"apply pending migrations to prod ({opts.settings.expected_names['prod']})?")
     results = [
-        migrations.apply(opts.settings, env, upto=upto, dry_run=dry_run) for env in _envs(target)
+        sync.migrate_prod(opts.settings, "apply", upto=upto, progress=opts.progress)
+        if env == "prod" and not dry_run
+        else migrations.apply(opts.settings, env, upto=upto, dry_run=dry_run)
+        for env in _envs(target)
     ]
     opts.emit(
         {"targets": {r.env: r.as_dict() for r in results}},
@@ -133,9 +136,14 @@ def rollback_cmd(
     if target == "prod" and not dry_run:
         what = ", ".join(ids) if ids else ("every" if all_ else f"the last {count or 1}")
         opts.confirm(f"roll back {what} migration(s) on {target}?")
-    result = migrations.rollback(
-        opts.settings, target, ids=list(ids) or None, count=count, dry_run=dry_run
-    )
+    if target == "prod" and not dry_run:
+        result = sync.migrate_prod(
+            opts.settings, "rollback", ids=list(ids) or None, count=count, progress=opts.progress
+        )
+    else:
+        result = migrations.rollback(
+            opts.settings, target, ids=list(ids) or None, count=count, dry_run=dry_run
+        )
     opts.emit(result.as_dict(), lambda: _render_steps(result, show_sql=False))
 
 
@@ -152,7 +160,12 @@ def mark_cmd(opts: Options, target: str, upto: str | None) -> None:
     """
     if "prod" in _envs(target):
         opts.confirm(f"record migrations{' up to ' + upto if upto else ''} as applied on prod?")
-    results = [migrations.mark(opts.settings, env, upto=upto) for env in _envs(target)]
+    results = [
+        sync.migrate_prod(opts.settings, "mark", upto=upto, progress=opts.progress)
+        if env == "prod"
+        else migrations.mark(opts.settings, env, upto=upto)
+        for env in _envs(target)
+    ]
     opts.emit(
         {"targets": {r.env: r.as_dict() for r in results}},
         lambda: "\n".join(_render_steps(r, show_sql=False) for r in results),

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from dbtools.config import ENVS, Settings
-from dbtools.errors import ConfigError, SnapshotError
+from dbtools.errors import ConfigError, DbtoolsError, SnapshotError
 from dbtools.snapshot import format as fmt
 
 
@@ -196,16 +196,30 @@ def show_snapshot(path: Path) -> ShowResult:
 
 
 def newest_verified(
-    settings: Settings, env: str
+    settings: Settings, env: str, *, skip_reasons: tuple[str, ...] = ()
 ) -> tuple[Path | None, list[tuple[Path, list[str]]]]:
-    """The newest snapshot of env that verifies, and the newer ones that failed, with why."""
+    """The newest snapshot of env that verifies, and the newer ones that failed, with why.
+
+    Snapshots whose manifest gives one of skip_reasons are not candidates at all.
+    """
     failed: list[tuple[Path, list[str]]] = []
     for info in list_snapshots(settings, env):
+        if skip_reasons and _reason(info.path) in skip_reasons:
+            continue
         result = verify_snapshot(info.path)
         if result.ok:
             return info.path, failed
         failed.append((info.path, result.problems))
     return None, failed
+
+
+def _reason(path: Path) -> str | None:
+    """The recorded reason of a snapshot; None when its manifest cannot be read (a corrupt
+    snapshot stays a candidate, so that rollback refuses it by name rather than skip it)."""
+    try:
+        return fmt.read_manifest(path).reason
+    except DbtoolsError:
+        return None
 
 
 def _leftovers(env_dir: Path) -> list[tuple[Path, str]]:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import psycopg2
 import psycopg2.errors
@@ -101,12 +101,18 @@ def _schema_sql(
     """The schema as DDL: pg_dump --schema-only on our exported snapshot where possible."""
     parts = urlsplit(t.url)
     env = dict(os.environ)
+    # The password goes to pg_dump through its environment, never its command line (other
+    # local users can read argv), whether it sits in the userinfo or in ?password=.
     if parts.password is not None:
-        # The password goes to pg_dump through its environment, never its command line.
         env["PGPASSWORD"] = unquote(parts.password)
         netloc = parts.netloc.rsplit("@", 1)
         user = netloc[0].split(":", 1)[0]
         parts = parts._replace(netloc=f"{user}@{netloc[1]}")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    for key, value in query:
+        if key == "password":
+            env["PGPASSWORD"] = value
+    parts = parts._replace(query=urlencode([(k, v) for k, v in query if k != "password"]))
     url = urlunsplit(parts)
     args = [
         "pg_dump",
@@ -114,6 +120,9 @@ def _schema_sql(
         "--no-owner",
         "--no-privileges",
         f"--snapshot={snapshot_id}",
+        # Never queue behind another session's lock request while our snapshot holds
+        # ACCESS SHARE: app queries would queue behind both.
+        f"--lock-wait-timeout={max(1, int(lock_timeout * 1000))}",
     ]
     args += [f"--schema={s}" for s in schemas]
     try:
@@ -225,9 +234,18 @@ def _export_all(
 
 
 def create_snapshot(
-    settings: Settings, env: str, *, progress: Progress = None, workers: int = 2
+    settings: Settings,
+    env: str,
+    *,
+    progress: Progress = None,
+    workers: int = 2,
+    reason: str = "manual",
 ) -> SnapshotResult:
-    """Snapshot the env database into settings.snapshot_dir/<env>/<stamp>/ (see module doc)."""
+    """Snapshot the env database into settings.snapshot_dir/<env>/<stamp>/ (see module doc).
+
+    `reason` is recorded in the manifest: "manual", or "before <command>" for a backup that a
+    prod write takes first.
+    """
     t = db.target(settings, env)
     env_dir = settings.snapshot_dir / env
     conn = db.connect(t, purpose="copy", settings=settings, autocommit=True)
@@ -288,6 +306,7 @@ def create_snapshot(
             bookkeeping_tables=bookkeeping,
             sequences=free,
             schema_sql_sha256=fmt.sha256_file(temp / fmt.SCHEMA_SQL),
+            reason=reason,
         )
         fmt.write_manifest(temp, manifest)
         _, problems = fmt.verify_dir(temp)

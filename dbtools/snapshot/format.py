@@ -116,6 +116,9 @@ class Manifest:
     bookkeeping_tables: list[str] = field(default_factory=list)
     sequences: list[dict[str, Any]] = field(default_factory=list)  # not owned by a table
     schema_sql_sha256: str = ""
+    # Why the snapshot was taken: "manual", or "before <command>" for a backup a prod write
+    # took first. Rollback uses it to never return to the state a rollback replaced.
+    reason: str = "manual"
     format_version: int = FORMAT_VERSION
 
     @property
@@ -156,6 +159,7 @@ class Manifest:
             "migrations": self.migrations,
             "schema_fingerprint": self.schema_fingerprint,
             "schema_sql_sha256": self.schema_sql_sha256,
+            "reason": self.reason,
             "excluded_tables": self.excluded_tables,
             "bookkeeping_tables": self.bookkeeping_tables,
             "sequences": self.sequences,
@@ -180,6 +184,7 @@ class Manifest:
             migrations=list(data["migrations"]),
             schema_fingerprint=str(data["schema_fingerprint"]),
             schema_sql_sha256=str(data.get("schema_sql_sha256", "")),
+            reason=str(data.get("reason", "manual")),
             schema_objects=dict(data["schema_objects"]),
             tables={k: TableEntry.from_dict(v) for k, v in dict(data["tables"]).items()},
             excluded_tables=list(data.get("excluded_tables", [])),
