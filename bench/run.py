@@ -6,7 +6,9 @@
 Generates a mixed-type table on DBTOOLS_PG_URL's server, then times, each in its own
 subprocess so that its peak RSS can be read from wait4():
   dbtools export      export_table(): COPY csv -> Arrow -> zstd Parquet, plus the content hash
-  dbtools load        load_table() into an empty copy of the table (TRUNCATE + COPY FREEZE)
+                      on a second connection in the same snapshot (hash_conn), concurrently
+  dbtools load        load_table() into an empty copy of the table (TRUNCATE + COPY FREEZE in
+                      the text format), then the verification content_hash
   pg_dump -Fc -t      / pg_restore --data-only into an empty copy
   pandas (naive)      pd.read_sql + DataFrame.to_parquet; pd.read_parquet + DataFrame.to_csv
                       into COPY FROM STDIN (SQLAlchemy is not installed, so no to_sql)
@@ -94,16 +96,32 @@ def _dbtools_conn(url: str) -> Any:
     return db.connect(db.Target(env="dev", url=url, expected_name=""), purpose="copy")
 
 
-def step_dbtools_export(url: str, out: Path) -> dict[str, Any]:
+def step_dbtools_export(url: str, out: Path, concurrent_hash: bool = True) -> dict[str, Any]:
+    """As `snapshot create` runs it: the hash on a second connection in the same snapshot."""
     from dbtools import catalog
     from dbtools.snapshot.export import export_table
 
     conn = _dbtools_conn(url)
     conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
+    hash_conn = None
+    if concurrent_hash:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_export_snapshot()")
+            snapshot_id = cur.fetchone()[0]
+        hash_conn = _dbtools_conn(url)
+        hash_conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
+        with hash_conn.cursor() as cur:
+            cur.execute("SET TRANSACTION SNAPSHOT %s", (snapshot_id,))
     table = catalog.read_catalog(conn, ["public"]).table(f"public.{TABLE}")
-    result = export_table(conn, table, out)
+    result = export_table(conn, table, out, hash_conn=hash_conn)
     conn.rollback()
+    if hash_conn is not None:
+        hash_conn.rollback()
     return {"rows": result.rows, "bytes": result.bytes, "hash": result.content_hash}
+
+
+def step_dbtools_export_serial(url: str, out: Path) -> dict[str, Any]:
+    return step_dbtools_export(url, out, concurrent_hash=False)
 
 
 def step_dbtools_load(
@@ -178,6 +196,7 @@ def _pg_array(value: Any) -> str | None:
 
 STEPS = {
     "dbtools_export": step_dbtools_export,
+    "dbtools_export_serial": step_dbtools_export_serial,
     "dbtools_load": step_dbtools_load,
     "pandas_export": step_pandas_export,
     "pandas_load": step_pandas_load,

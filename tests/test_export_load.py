@@ -283,3 +283,112 @@ def test_freeze_outside_a_fresh_truncate_is_refused_with_a_clear_error(
         conn.rollback()
     finally:
         conn.close()
+
+
+# --- the content hash on a second connection in the same snapshot (hash_conn) ----------------
+
+
+def snapshot_pair(
+    url: str,
+) -> tuple[psycopg2.extensions.connection, psycopg2.extensions.connection]:
+    """conn and hash_conn as `snapshot create` sets them up: the second imports the first's
+    exported snapshot."""
+    conn, hash_conn = connect(url), connect(url)
+    for c in (conn, hash_conn):
+        c.set_session(isolation_level="REPEATABLE READ", readonly=True)
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_export_snapshot()")
+        row = cur.fetchone()
+    assert row is not None
+    with hash_conn.cursor() as cur:
+        cur.execute("SET TRANSACTION SNAPSHOT %s", (row[0],))
+    return conn, hash_conn
+
+
+def test_concurrent_hash_describes_the_exported_snapshot_and_loads_back(
+    src_dst: tuple[str, str], tmp_path: Path
+) -> None:
+    src, dst = src_dst
+    for sub in ("serial", "concurrent"):
+        (tmp_path / sub).mkdir()
+    serial = export(src, "public.User", tmp_path / "serial")
+    conn, hash_conn = snapshot_pair(src)
+    try:
+        table = table_of(conn, "public.User")
+        # Committed after the snapshot was taken: neither the rows nor the hash may see it.
+        execute(src, "DELETE FROM \"User\" WHERE id <> 'u1'")
+        exp = export_table(conn, table, tmp_path / "concurrent", hash_conn=hash_conn)
+        assert hash_conn.get_transaction_status() == psycopg2.extensions.TRANSACTION_STATUS_INTRANS
+    finally:
+        conn.close()
+        hash_conn.close()
+    assert exp.rows == 2500
+    assert exp.content_hash == serial.content_hash
+    execute(src, 'TRUNCATE "User"')  # the source is gone; the snapshot alone restores it
+    assert load(dst, "public.User", tmp_path / "concurrent", exp) == 2500
+
+
+@pytest.mark.parametrize("case", ["own snapshot", "read committed"])
+def test_hash_conn_outside_the_snapshot_is_refused_before_anything_is_written(
+    src_dst: tuple[str, str], tmp_path: Path, case: str
+) -> None:
+    src, _ = src_dst
+    conn, _unused = snapshot_pair(src)
+    _unused.close()
+    other = connect(src)
+    try:
+        table = table_of(conn, "public.User")
+        execute(src, "DELETE FROM \"User\" WHERE id = 'u2'")
+        if case == "own snapshot":
+            other.set_session(isolation_level="REPEATABLE READ", readonly=True)
+        with pytest.raises(SnapshotError, match="not in the export's snapshot") as err:
+            export_table(conn, table, tmp_path, hash_conn=other)
+    finally:
+        conn.close()
+        other.close()
+    assert err.value.message.startswith("cannot export public.User: ")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_export_cancels_the_concurrent_hash_and_says_why(
+    make_db: Callable[[str], str], tmp_path: Path
+) -> None:
+    src = make_db("src")
+    execute(src, "CREATE TABLE big (id int8, v text)")
+    execute(src, "INSERT INTO big SELECT g, repeat('x', 50) FROM generate_series(1, 200000) g")
+    conn, hash_conn = snapshot_pair(src)
+    try:
+        table = table_of(conn, "public.big")
+        with pytest.raises(SnapshotError, match=r"cannot write the snapshot of public\.big"):
+            export_table(conn, table, tmp_path / "missing-dir", hash_conn=hash_conn)
+        # The hash connection is not stuck in a query: a rollback makes it usable again.
+        hash_conn.rollback()
+        with hash_conn.cursor() as cur:
+            cur.execute("SELECT 1")
+            assert cur.fetchone() == (1,)
+    finally:
+        conn.close()
+        hash_conn.close()
+
+
+def test_text_copy_escapes_and_null_markers_load_back_exactly(
+    make_db: Callable[[str], str], tmp_path: Path
+) -> None:
+    src, dst = make_db("src"), make_db("dst")
+    for url in (src, dst):
+        execute(url, "CREATE TABLE esc (id int, v text, at timestamptz, tags text[])")
+    execute(
+        src,
+        r"""INSERT INTO esc VALUES
+           (1, E'\\N', '2024-05-14 10:21:12.5+02', ARRAY[E'\\N', NULL]),
+           (2, E'a\tb\nc\rd\\e', NULL, ARRAY[E'tab\there']),
+           (3, E'\\.', '0001-01-01 00:00:00+00', '{}'),
+           (4, '', '9999-12-31 23:59:59.999999+00', NULL),
+           (5, NULL, NULL, ARRAY[''])""",
+    )
+    exp = export(src, "public.esc", tmp_path)
+    assert {c["name"]: c["encoding"] for c in exp.columns}["at"] == "native"
+    assert load(dst, "public.esc", tmp_path, exp) == 5
+    assert rows_text(dst, "esc") == rows_text(src, "esc")
+    assert execute(dst, "SELECT id FROM esc WHERE v IS NULL") == [(5,)]
+    assert execute(dst, "SELECT v FROM esc WHERE id = 1") == [("\\N",)]

@@ -221,7 +221,10 @@ def test_ordinary_values_are_native_arrow_types(pair: tuple, tmp_path: Path) -> 
 _TEXT = st.text(
     alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
     max_size=30,
-) | st.sampled_from(["", "NULL", "\\.", '"', ",", "\n\\.\n", "\r\n", "\\", "{}", " "])
+) | st.sampled_from(
+    # What CSV and COPY's text format must escape or could mistake for NULL or end-of-data.
+    ["", "NULL", "\\.", '"', ",", "\n\\.\n", "\r\n", "\\", "{}", " ", "\\N", "\t\\N\t", "\\\\N"]
+)
 
 
 def _q(value: str) -> str:

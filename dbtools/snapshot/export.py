@@ -11,6 +11,10 @@ exactly or rejects; docs/BENCHMARKS.md has the measurements that chose it.
 A native column whose values do not all fit its Arrow type (±infinity, BC dates, NaN in
 numeric(p,s)) makes the reader fail; the table is then exported again with that column in
 text form. The caller's transaction is REPEATABLE READ, so the rerun sees the same rows.
+
+The content hash is a second pass of the server over the rows. Given `hash_conn`, a second
+connection inside the same snapshot, it runs there concurrently with the COPY, so the export
+takes about max(COPY, hash) instead of their sum.
 """
 
 from __future__ import annotations
@@ -106,8 +110,10 @@ def _csv_options(
 ) -> tuple[pacsv.ReadOptions, pacsv.ParseOptions, pacsv.ConvertOptions]:
     # PostgreSQL's CSV: NULL is an unquoted empty field and '' is "". A one-column NULL row is
     # an empty line, so empty lines must not be skipped.
+    # One parsing thread: on export the server's COPY already keeps a core busy, and the
+    # threaded reader's read-ahead raised peak memory without making the export faster.
     read = pacsv.ReadOptions(
-        column_names=[p.name for p in plans], block_size=batch_bytes, use_threads=True
+        column_names=[p.name for p in plans], block_size=batch_bytes, use_threads=False
     )
     parse = pacsv.ParseOptions(newlines_in_values=True, ignore_empty_lines=False)
     convert = pacsv.ConvertOptions(
@@ -124,8 +130,21 @@ def _csv_options(
 class _PartWriter:
     """Parquet output of one table: one file, or part files once max_rows is exceeded."""
 
-    def __init__(self, dest_dir: Path, stem: str, schema: pa.Schema, max_rows: int | None) -> None:
+    def __init__(
+        self,
+        dest_dir: Path,
+        stem: str,
+        plans: list[types.ColumnPlan],
+        max_rows: int | None,
+    ) -> None:
         self.dest_dir = dest_dir
+        # Dictionary pages only for enums: on high-cardinality columns Parquet builds a
+        # dictionary, gives up and writes plain pages anyway, costing ~30% of the write time
+        # and a bigger file under zstd (docs/BENCHMARKS.md).
+        self.dictionary_columns = [
+            p.name for p in plans if p.enum_labels is not None and p.category != "A"
+        ]
+        schema = parquet_schema(plans)
         self.stem = stem
         self.schema = schema
         self.max_rows = max_rows
@@ -135,7 +154,11 @@ class _PartWriter:
 
     def _open(self, rel: str) -> pq.ParquetWriter:
         return pq.ParquetWriter(
-            str(self.dest_dir / rel), self.schema, compression="zstd", write_statistics=True
+            str(self.dest_dir / rel),
+            self.schema,
+            compression="zstd",
+            write_statistics=True,
+            use_dictionary=self.dictionary_columns,
         )
 
     def _rotate(self) -> None:
@@ -253,30 +276,147 @@ def _stream(
     return rows
 
 
+_SNAPSHOT_SQL = "SELECT pg_current_snapshot()::text, current_setting('transaction_isolation')"
+
+
+def _snapshot_of(conn: psycopg2.extensions.connection) -> tuple[str, str]:
+    with conn.cursor() as cur:
+        cur.execute(_SNAPSHOT_SQL)
+        row = cur.fetchone()
+    assert row is not None
+    return str(row[0]), str(row[1])
+
+
+def _check_same_snapshot(
+    conn: psycopg2.extensions.connection,
+    hash_conn: psycopg2.extensions.connection,
+    table: catalog.Table,
+) -> None:
+    """Refuse a hash_conn that would hash other rows than the ones exported.
+
+    Equal xmin:xmax:xip lists mean equal visibility; both must be REPEATABLE READ or stronger
+    so that the snapshot holds for the whole export.
+    """
+    try:
+        mine, theirs = _snapshot_of(conn), _snapshot_of(hash_conn)
+    except psycopg2.Error as exc:
+        raise SnapshotError(f"cannot export {table.key}: {describe_error(exc)}") from None
+    if mine[1] == "read committed" or theirs[1] == "read committed" or mine[0] != theirs[0]:
+        raise SnapshotError(
+            f"cannot export {table.key}: the hash connection is not in the export's snapshot "
+            "(both need REPEATABLE READ and SET TRANSACTION SNAPSHOT of the same export)"
+        )
+
+
+class _HashJob:
+    """content_hash on its own connection and thread; psycopg2 releases the GIL while waiting."""
+
+    def __init__(
+        self, conn: psycopg2.extensions.connection, table: catalog.Table, names: list[str]
+    ) -> None:
+        self.conn = conn
+        self.digest: str | None = None
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._run, args=(table, names), name=f"dbtools-hash-{table.key}", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, table: catalog.Table, names: list[str]) -> None:
+        try:
+            self.digest = hashing.content_hash(self.conn, table, names)
+        except BaseException as exc:  # raised by result() in the caller's thread
+            self.error = exc
+
+    def result(self) -> str:
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+        assert self.digest is not None
+        return self.digest
+
+    def cancel(self) -> None:
+        """Stop the hash query (the export failed); hash_conn's transaction is left aborted."""
+        if self._thread.is_alive():
+            with contextlib.suppress(psycopg2.Error):
+                self.conn.cancel()
+        self._thread.join()
+
+
 def export_table(
     conn: psycopg2.extensions.connection,
     table: catalog.Table,
     dest_dir: Path,
     *,
-    batch_bytes: int = 8 << 20,
+    batch_bytes: int = 4 << 20,
     max_file_rows: int | None = None,
+    hash_conn: psycopg2.extensions.connection | None = None,
 ) -> TableExport:
     """Write the table's rows to Parquet under dest_dir and hash them, in the caller's transaction.
 
     conn must already be inside the snapshot's REPEATABLE READ transaction; it is never
     committed or rolled back here. Files are `<schema>.<table>.parquet`, or, once a file would
     exceed max_file_rows, `<schema>.<table>/part-NNNNN.parquet`.
+
+    hash_conn, when given, is a second connection whose REPEATABLE READ transaction imported
+    the same snapshot (SET TRANSACTION SNAPSHOT); the content hash runs on it while the rows
+    are copied. It is checked to see the same snapshot, never committed, and, if the export
+    fails, its query is cancelled (its transaction then needs a rollback).
     """
     dest_dir = Path(dest_dir)
     plans = types.plan_table(table)
+    names = [p.name for p in plans]
     by_name = {c.name: c for c in table.copy_columns}
-    fallbacks: list[str] = []
+    hasher: _HashJob | None = None
+    if hash_conn is not None:
+        _check_same_snapshot(conn, hash_conn, table)
+        hasher = _HashJob(hash_conn, table, names)
     try:
-        plain = _is_plain_table(conn, table)
-    except psycopg2.Error as exc:
-        raise SnapshotError(f"cannot export {table.key}: {describe_error(exc)}") from None
+        try:
+            plain = _is_plain_table(conn, table)
+        except psycopg2.Error as exc:
+            raise SnapshotError(f"cannot export {table.key}: {describe_error(exc)}") from None
+        rows, out, fallbacks = _export_rows(
+            conn, table, dest_dir, plans, by_name, batch_bytes, max_file_rows, plain
+        )
+    except BaseException:
+        if hasher is not None:
+            hasher.cancel()
+        raise
+    digest = hasher.result() if hasher else hashing.content_hash(conn, table, names)
+    expected_rows = int(digest.split(":")[1])
+    if expected_rows != rows:
+        raise SnapshotError(
+            f"export of {table.key} wrote {rows} rows but the table holds {expected_rows}"
+        )
+    return TableExport(
+        table=table.key,
+        rows=rows,
+        files=list(out.files),
+        bytes=sum((dest_dir / f).stat().st_size for f in out.files),
+        columns=[p.as_manifest() for p in plans],
+        content_hash=digest,
+        fallbacks=fallbacks,
+    )
+
+
+def _export_rows(
+    conn: psycopg2.extensions.connection,
+    table: catalog.Table,
+    dest_dir: Path,
+    plans: list[types.ColumnPlan],
+    by_name: dict[str, catalog.Column],
+    batch_bytes: int,
+    max_file_rows: int | None,
+    plain: bool,
+) -> tuple[int, _PartWriter, list[str]]:
+    """COPY into Parquet, switching a rejected column to text and retrying; `plans` is updated."""
+    fallbacks: list[str] = []
     for _attempt in range(len(plans) + 1):
-        out = _PartWriter(dest_dir, file_stem(table), parquet_schema(plans), max_file_rows)
+        try:
+            out = _PartWriter(dest_dir, file_stem(table), plans, max_file_rows)
+        except OSError as exc:
+            raise SnapshotError(f"cannot write the snapshot of {table.key}: {exc}") from None
         try:
             rows = _stream(conn, table, plans, out, batch_bytes, plain)
             out.close()
@@ -294,19 +434,4 @@ def export_table(
             raise
     else:  # pragma: no cover - every retry turns one more column into text
         raise SnapshotError(f"cannot export {table.key}: type fallback did not converge")
-    names = [p.name for p in plans]
-    digest = hashing.content_hash(conn, table, names)
-    expected_rows = int(digest.split(":")[1])
-    if expected_rows != rows:
-        raise SnapshotError(
-            f"export of {table.key} wrote {rows} rows but the table holds {expected_rows}"
-        )
-    return TableExport(
-        table=table.key,
-        rows=rows,
-        files=list(out.files),
-        bytes=sum((dest_dir / f).stat().st_size for f in out.files),
-        columns=[p.as_manifest() for p in plans],
-        content_hash=digest,
-        fallbacks=fallbacks,
-    )
+    return rows, out, fallbacks
