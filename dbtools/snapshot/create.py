@@ -188,26 +188,27 @@ def _export_all(
     lock = threading.Lock()
 
     def worker() -> None:
+        conns: list[psycopg2.extensions.connection] = []
         try:
-            conn = db.connect(t, purpose="copy", settings=settings)
-        except BaseException as exc:
-            with lock:
-                errors.append(exc)
-            return
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                cur.execute("SET TRANSACTION SNAPSHOT %s", (snapshot_id,))
-                # A worker's lock request can queue behind another session's pending
-                # ACCESS EXCLUSIVE request even though the coordinator holds its lock.
-                timeout_ms = max(1, int(settings.lock_timeout_seconds * 1000))
-                cur.execute(f"SET LOCAL lock_timeout = '{timeout_ms}ms'")
+            # Two connections in the same snapshot: one streams the rows, the other computes
+            # the content hash meanwhile, so a table costs max(COPY, hash), not their sum.
+            for _ in range(2):
+                c = db.connect(t, purpose="copy", settings=settings)
+                conns.append(c)
+                with c.cursor() as cur:
+                    cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    cur.execute("SET TRANSACTION SNAPSHOT %s", (snapshot_id,))
+                    # A worker's lock request can queue behind another session's pending
+                    # ACCESS EXCLUSIVE request even though the coordinator holds its lock.
+                    timeout_ms = max(1, int(settings.lock_timeout_seconds * 1000))
+                    cur.execute(f"SET LOCAL lock_timeout = '{timeout_ms}ms'")
+            conn, hash_conn = conns
             while not errors:
                 try:
                     table = work.get_nowait()
                 except queue.Empty:
                     return
-                result = export.export_table(conn, table, dest)
+                result = export.export_table(conn, table, dest, hash_conn=hash_conn)
                 with lock:
                     results[table.key] = result
                 _say(progress, f"exported {table.key}: {result.rows} rows")
@@ -215,7 +216,8 @@ def _export_all(
             with lock:
                 errors.append(exc)
         finally:
-            conn.close()
+            for c in conns:
+                c.close()
 
     count = max(1, min(workers, len(tables)))
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(count)]
