@@ -412,10 +412,8 @@ def _run_sql_check(check: Check, conn: Conn, dev_conn: Conn | None) -> CheckResu
 def _schema_state(conn: Conn, settings: Settings) -> tuple[str, list[str] | None]:
     """Fingerprint and applied migration ids, read without ending conn's transaction."""
     with _isolated(conn):
-        fp = catalog.fingerprint(conn, settings.schemas)
-    with _isolated(conn):
-        applied = list(migrations.applied_ids(conn))
-    return fp, applied
+        objects, applied = migrations.schema_state(conn, settings.schemas)
+    return catalog.fingerprint_of(objects), applied
 
 
 def _run_schema_check(

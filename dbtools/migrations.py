@@ -36,7 +36,7 @@ import yoyo.exceptions
 from yoyo.backends.base import DatabaseBackend
 from yoyo.migrations import Migration, read_sql_migration, topological_sort
 
-from dbtools import db, safety
+from dbtools import catalog, db, safety
 from dbtools.config import Settings
 from dbtools.errors import (
     ConfigError,
@@ -130,6 +130,15 @@ def applied_ids(conn: Conn) -> list[str]:
             f"SELECT migration_id FROM {MIGRATION_TABLE} ORDER BY applied_at_utc, migration_id"
         )
         return [r[0] for r in cur.fetchall()]
+
+
+def schema_state(conn: Conn, schemas: Sequence[str]) -> tuple[dict[str, str], list[str]]:
+    """What "the same schema" compares: the live schema objects and the applied migration ids.
+
+    Reads only, and never ends a transaction it did not open (checks call it inside a load).
+    """
+    with db.read_only_use(conn):
+        return catalog.schema_objects(conn, schemas), [str(i) for i in applied_ids(conn)]
 
 
 def recorded_checksums(conn: Conn) -> dict[str, str]:

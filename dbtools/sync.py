@@ -348,23 +348,11 @@ def backup(settings: Settings, progress: Progress = None, reason: str = "manual"
 # --- schema comparison -----------------------------------------------------------------------
 
 
-def _schema_state(conn: Conn, settings: Settings) -> tuple[dict[str, str], list[str]]:
-    objects = catalog.schema_objects(conn, settings.schemas)
-    try:
-        applied = [str(i) for i in migrations.applied_ids(conn)]
-    except psycopg2.Error:
-        conn.rollback()  # never migrated: no yoyo table
-        applied = []
-    if not conn.autocommit:
-        conn.rollback()
-    return objects, applied
-
-
 def _assert_schemas_match(prod: Conn, dev: Conn | None, settings: Settings) -> None:
     if dev is None:
         raise SafetyError("sync-data needs dev to compare schemas with")
-    dev_objects, dev_applied = _schema_state(dev, settings)
-    prod_objects, prod_applied = _schema_state(prod, settings)
+    dev_objects, dev_applied = migrations.schema_state(dev, settings.schemas)
+    prod_objects, prod_applied = migrations.schema_state(prod, settings.schemas)
     problems: list[str] = []
     if dev_applied != prod_applied:
         missing = [m for m in dev_applied if m not in prod_applied]
@@ -580,7 +568,7 @@ def rollback(settings: Settings, *, progress: Progress = None) -> RollbackResult
     to_undo: list[str] = []
 
     def precheck(prod: Conn, _dev: Conn | None) -> None:
-        _, applied = _schema_state(prod, settings)
+        _, applied = migrations.schema_state(prod, settings.schemas)
         gone = [m for m in manifest.migrations if m not in applied]
         if gone:
             raise SafetyError(
@@ -774,8 +762,8 @@ def _pending(conn: Conn, settings: Settings) -> list[str]:
 
 
 def _plan(settings: Settings, dev: Conn, prod: Conn) -> Plan:
-    dev_objects, dev_applied = _schema_state(dev, settings)
-    prod_objects, prod_applied = _schema_state(prod, settings)
+    dev_objects, dev_applied = migrations.schema_state(dev, settings.schemas)
+    prod_objects, prod_applied = migrations.schema_state(prod, settings.schemas)
     to_apply = [m for m in dev_applied if m not in prod_applied]
     prod_only = [m for m in prod_applied if m not in dev_applied]
     problems: list[str] = []
