@@ -38,6 +38,7 @@ from yoyo.migrations import Migration, read_sql_migration, topological_sort
 
 from dbtools import catalog, db, safety
 from dbtools.config import Settings
+from dbtools.db import Conn
 from dbtools.errors import (
     ConfigError,
     ConnectionFailed,
@@ -58,8 +59,6 @@ _CREATE_CHECKSUM_TABLE = (
     "migration_id text PRIMARY KEY, sha256 text NOT NULL, "
     "recorded_at timestamptz NOT NULL DEFAULT now(), operation text NOT NULL)"
 )
-
-Conn = psycopg2.extensions.connection
 
 
 # --- files ------------------------------------------------------------------------------------
@@ -488,6 +487,23 @@ def _session(settings: Settings, env: str) -> Iterator[_Session]:
         yield s
 
 
+@contextlib.contextmanager
+def _writing(settings: Settings, env: str) -> Iterator[_Session]:
+    """A session on env that passed the safety rules and holds the migration lock."""
+    with _session(settings, env) as s:
+        _check_writable(settings, s)
+        with _locked(s, settings.lock_timeout_seconds):
+            yield s
+
+
+def _current(s: _Session) -> tuple[MigrationStatus, str]:
+    """The status of the session's database, refusing on drift; and how to name it."""
+    label = f"{s.target.env} database {s.database}"
+    st = s.status()
+    _guard_history(st, label)
+    return st, label
+
+
 def status(settings: Settings, env: str) -> MigrationStatus:
     t = db.target(settings, env)
     conn = db.connect(t, settings=settings)
@@ -582,10 +598,8 @@ def apply(
         return _dry_run(
             settings, env, "apply", lambda st, _label: _plan_apply(st, files, upto, ids)
         )
-    with _session(settings, env) as s:
-        _check_writable(settings, s)
-        with _locked(s, settings.lock_timeout_seconds):
-            return _apply_locked(s, upto=upto, ids=ids, before_write=before_write)
+    with _writing(settings, env) as s:
+        return _apply_locked(s, upto=upto, ids=ids, before_write=before_write)
 
 
 def _apply_locked(
@@ -595,9 +609,7 @@ def _apply_locked(
     ids: Sequence[str] | None,
     before_write: Callable[[], None] | None,
 ) -> ApplyResult:
-    label = f"{s.target.env} database {s.database}"
-    st = s.status()
-    _guard_history(st, label)
+    st, label = _current(s)
     plan = _plan_apply(st, _read(s.migrations_dir), upto, ids)
     warnings = []
     if st.unknown:
@@ -629,46 +641,36 @@ def rollback(
             "rollback",
             lambda st, label: _plan_rollback(st, files, ids, count, label),
         )
-    with _session(settings, env) as s:
-        _check_writable(settings, s)
-        with _locked(s, settings.lock_timeout_seconds):
-            label = f"{env} database {s.database}"
-            st = s.status()
-            _guard_history(st, label)
-            plan = _plan_rollback(st, _read(s.migrations_dir), ids, count, label)
-            steps = [_step(m, "rollback") for m in plan]
-            done = _execute(s, plan, "rollback", before_write)
-            return ApplyResult(env, s.database, "rollback", False, done, steps, s.status())
+    with _writing(settings, env) as s:
+        st, label = _current(s)
+        plan = _plan_rollback(st, _read(s.migrations_dir), ids, count, label)
+        steps = [_step(m, "rollback") for m in plan]
+        done = _execute(s, plan, "rollback", before_write)
+        return ApplyResult(env, s.database, "rollback", False, done, steps, s.status())
 
 
 def mark(settings: Settings, env: str, *, upto: str | None = None) -> ApplyResult:
     """Baseline an existing database: record migrations (all, or up to `upto`) as applied
     without running them, with the checksums of the files as they are now."""
-    with _session(settings, env) as s:
-        _check_writable(settings, s)
-        with _locked(s, settings.lock_timeout_seconds):
-            label = f"{env} database {s.database}"
-            st = s.status()
-            _guard_history(st, label)
-            chosen = _select_upto(_read(s.migrations_dir), upto)
-            pending = set(st.pending)
-            unchecked = set(st.unchecked)
-            to_mark = [m for m in chosen if m.id in pending]
-            to_checksum = [m for m in chosen if m.id in unchecked]
-            try:
-                with s.backend.transaction():
-                    for m in to_mark:
-                        s.backend.mark_one(m)
-                        _record(s, m, "mark")
-                    for m in to_checksum:
-                        _record(s, m, "baseline")
-            except psycopg2.Error as exc:
-                raise MigrationError(
-                    f"could not mark migrations on {label}: {db.describe_error(exc)}"
-                ) from None
-            return ApplyResult(
-                env, s.database, "mark", False, [m.id for m in to_mark], [], s.status()
-            )
+    with _writing(settings, env) as s:
+        st, label = _current(s)
+        chosen = _select_upto(_read(s.migrations_dir), upto)
+        pending = set(st.pending)
+        unchecked = set(st.unchecked)
+        to_mark = [m for m in chosen if m.id in pending]
+        to_checksum = [m for m in chosen if m.id in unchecked]
+        try:
+            with s.backend.transaction():
+                for m in to_mark:
+                    s.backend.mark_one(m)
+                    _record(s, m, "mark")
+                for m in to_checksum:
+                    _record(s, m, "baseline")
+        except psycopg2.Error as exc:
+            raise MigrationError(
+                f"could not mark migrations on {label}: {db.describe_error(exc)}"
+            ) from None
+        return ApplyResult(env, s.database, "mark", False, [m.id for m in to_mark], [], s.status())
 
 
 @dataclass
