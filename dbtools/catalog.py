@@ -13,12 +13,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import psycopg2.extensions
-
 from dbtools import db
-from dbtools.db import qualified
-
-Conn = psycopg2.extensions.connection
+from dbtools.db import Conn, qualified
 
 # Bookkeeping tables of yoyo and of dbtools itself: never data, never part of the fingerprint.
 BOOKKEEPING_TABLES = frozenset(

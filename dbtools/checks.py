@@ -45,9 +45,8 @@ import psycopg2.extensions
 
 from dbtools import catalog, db, migrations
 from dbtools.config import Settings, redact
+from dbtools.db import Conn
 from dbtools.errors import ConfigError
-
-Conn = psycopg2.extensions.connection
 
 BUILTINS = ("schema_matches_dev",)
 _OPS: dict[str, Callable[[Any, Any], bool]] = {

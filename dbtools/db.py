@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -18,6 +18,10 @@ import psycopg2.extensions
 
 from dbtools.config import Settings, mask_url, parse_url, redact
 from dbtools.errors import ConfigError, ConnectionFailed, LockBusy, SafetyError
+
+Conn = psycopg2.extensions.connection
+# The progress callback the CLI passes down; library code never prints.
+Progress = Callable[[str], None] | None
 
 # Session settings that make text output deterministic: the snapshot format depends on them.
 SESSION_SQL = (

@@ -33,6 +33,7 @@ import psycopg2.extensions
 from dbtools import catalog, checks, db, migrations, safety, schema_sync
 from dbtools import verify as verify_mod
 from dbtools.config import Settings, redact
+from dbtools.db import Conn, Progress
 from dbtools.errors import (
     ConfigError,
     DbtoolsError,
@@ -45,9 +46,6 @@ from dbtools.errors import (
 from dbtools.snapshot import archive, restore
 from dbtools.snapshot import format as fmt
 from dbtools.snapshot.create import SnapshotResult, create_snapshot
-
-Conn = psycopg2.extensions.connection
-Progress = Callable[[str], None] | None
 
 # Test-only: seconds to sleep inside the load transaction, after the checks passed and
 # before COMMIT, so a test can kill the process at the worst moment. Read in this one place.

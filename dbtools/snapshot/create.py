@@ -18,7 +18,6 @@ import os
 import queue
 import subprocess
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,12 +29,10 @@ import psycopg2.extensions
 
 from dbtools import __version__, catalog, db, migrations
 from dbtools.config import Settings, redact
+from dbtools.db import Conn, Progress
 from dbtools.errors import DbtoolsError, SnapshotError
 from dbtools.snapshot import format as fmt
 from dbtools.snapshot.restore import lock_tables
-
-Conn = psycopg2.extensions.connection
-Progress = Callable[[str], None] | None
 
 
 @dataclass

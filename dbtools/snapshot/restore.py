@@ -32,7 +32,7 @@ import psycopg2.extensions
 
 from dbtools import catalog, db, safety
 from dbtools.config import Settings, redact
-from dbtools.db import quote_ident
+from dbtools.db import Conn, Progress, quote_ident
 from dbtools.errors import (
     ConnectionFailed,
     DbtoolsError,
@@ -42,9 +42,6 @@ from dbtools.errors import (
     VerificationFailed,
 )
 from dbtools.snapshot import format as fmt
-
-Conn = psycopg2.extensions.connection
-Progress = Callable[[str], None] | None
 
 
 @dataclass
