@@ -12,13 +12,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from dbtools import catalog, db
 from dbtools.errors import EXIT_CHECK_FAILED, SnapshotError
-from dbtools.snapshot.export import TableExport, export_table
+from dbtools.snapshot.export import export_table
 from dbtools.snapshot.hashing import content_hash
 from dbtools.snapshot.load import load_table
 
-from conftest import execute
+from support.db import execute
+from support.export_load import connect, export, load, table_of
 
 PRISMA_DDL = """
 CREATE TYPE "UserRole" AS ENUM ('CLIENT', 'BUILDER', 'ADMIN', 'SUBSCRIBER');
@@ -29,38 +29,6 @@ CREATE TABLE "User" (
   "createdAt" timestamp(3) NOT NULL DEFAULT CURRENT_TIMESTAMP
 );
 """
-
-
-def connect(url: str) -> psycopg2.extensions.connection:
-    return db.connect(db.Target(env="dev", url=url, expected_name=""), purpose="copy")
-
-
-def table_of(conn: psycopg2.extensions.connection, key: str) -> catalog.Table:
-    return catalog.read_catalog(conn, ["public"]).table(key)
-
-
-def export(url: str, key: str, dest: Path, **kwargs: object) -> TableExport:
-    conn = connect(url)
-    try:
-        conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
-        return export_table(conn, table_of(conn, key), dest, **kwargs)  # type: ignore[arg-type]
-    finally:
-        conn.close()
-
-
-def load(url: str, key: str, dest: Path, exp: TableExport, *, freeze: bool = False) -> int:
-    conn = connect(url)
-    try:
-        table = table_of(conn, key)
-        if freeze:
-            with conn.cursor() as cur:
-                cur.execute(f"TRUNCATE {table.qualified}")
-        rows = load_table(conn, table, dest, exp.files, exp.columns, freeze=freeze)
-        assert content_hash(conn, table, [c["name"] for c in exp.columns]) == exp.content_hash
-        conn.commit()
-        return rows
-    finally:
-        conn.close()
 
 
 def rows_text(url: str, table: str) -> list[str]:
@@ -392,3 +360,56 @@ def test_text_copy_escapes_and_null_markers_load_back_exactly(
     assert rows_text(dst, "esc") == rows_text(src, "esc")
     assert execute(dst, "SELECT id FROM esc WHERE v IS NULL") == [(5,)]
     assert execute(dst, "SELECT v FROM esc WHERE id = 1") == [("\\N",)]
+
+
+@pytest.mark.parametrize("rows", [3, 500])  # value by value, and the whole-array decode
+def test_bytea_is_stored_as_its_bytes_and_loads_back_exactly(
+    make_db: Callable[[str], str], tmp_path: Path, rows: int
+) -> None:
+    src, dst = make_db("src"), make_db("dst")
+    for url in (src, dst):
+        execute(url, "CREATE DOMAIN blob AS bytea CHECK (octet_length(VALUE) < 100)")
+        execute(url, "CREATE TABLE b (id int PRIMARY KEY, v bytea, d blob)")
+    execute(
+        src,
+        "INSERT INTO b SELECT g, CASE g %% 4 WHEN 0 THEN NULL WHEN 1 THEN ''::bytea "
+        "ELSE decode(md5(g::text) || '005c0a09', 'hex') END, "
+        "CASE WHEN g %% 3 = 0 THEN NULL ELSE int4send(g) END FROM generate_series(1, %s) g",
+        (rows,),
+    )
+    exp = export(src, "public.b", tmp_path)
+    cols = {c["name"]: c for c in exp.columns}
+    assert (cols["v"]["arrow_type"], cols["v"]["encoding"]) == ("binary", "native")
+    assert cols["d"]["arrow_type"] == "binary" and cols["d"]["domain"] is True
+    # The analyst's file holds the raw bytes, NULL and empty kept apart.
+    data = pq.read_table(tmp_path / exp.files[0]).sort_by("id").to_pylist()
+    expected = execute(src, "SELECT id, v, d FROM b ORDER BY id")
+    assert [(r["id"], r["v"], r["d"]) for r in data] == [
+        (i, None if v is None else bytes(v), None if d is None else bytes(d))
+        for i, v, d in expected
+    ]
+    assert load(dst, "public.b", tmp_path, exp) == rows
+    assert rows_text(dst, "b") == rows_text(src, "b")
+
+
+def test_a_snapshot_holding_bytea_as_hex_text_still_loads(
+    make_db: Callable[[str], str], tmp_path: Path
+) -> None:
+    """Snapshots written before bytea became binary keep its `\\x` text; they still restore."""
+    dst = make_db("dst")
+    execute(dst, "CREATE TABLE b (id int PRIMARY KEY, v bytea)")
+    table = pa.table({"id": pa.array([1, 2, 3], pa.int32()), "v": ["\\x00ff5c", None, "\\x"]})
+    pq.write_table(table, tmp_path / "public.b.parquet")
+    conn = connect(dst)
+    try:
+        cols = [{"name": "id"}, {"name": "v"}]
+        files = ["public.b.parquet"]
+        assert load_table(conn, table_of(conn, "public.b"), tmp_path, files, cols) == 3
+        conn.commit()
+    finally:
+        conn.close()
+    assert execute(dst, "SELECT id, encode(v, 'hex') FROM b ORDER BY id") == [
+        (1, "00ff5c"),
+        (2, None),
+        (3, ""),
+    ]

@@ -5,46 +5,19 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from test_snapshot_support import setup_schema
 
 from dbtools.cli import main
 from dbtools.config import Settings, load_settings
 from dbtools.snapshot import archive
 from dbtools.snapshot import format as fmt
 
-from conftest import Project
-
-NOW = datetime(2025, 6, 30, 12, 0, 0, tzinfo=timezone.utc)
-
-
-def fake_snapshot(snapshot_dir: Path, env: str, days_ago: float, *, corrupt: bool = False) -> Path:
-    """A complete, verifiable snapshot with no tables, taken `days_ago` before NOW."""
-    created = NOW - timedelta(days=days_ago)
-    temp = fmt.new_temp_dir(snapshot_dir / env)
-    (temp / fmt.SCHEMA_SQL).write_text("-- empty\n")
-    manifest = fmt.Manifest(
-        created_at=created.isoformat().replace("+00:00", "Z"),
-        env=env,
-        database=f"db-{env}",
-        server_version="15",
-        tool_version="test",
-        schemas=["public"],
-        migrations=["0001_initial"],
-        schema_fingerprint="sha256:x",
-        schema_objects={},
-        tables={},
-        schema_sql_sha256=fmt.sha256_file(temp / fmt.SCHEMA_SQL),
-    )
-    fmt.write_manifest(temp, manifest)
-    path = fmt.publish(temp, snapshot_dir / env, created)
-    if corrupt:
-        (path / fmt.SCHEMA_SQL).write_text("-- damaged\n")
-    return path
+from support.archive import NOW, fake_snapshot
+from support.project import Project
+from support.snapshot import setup_schema
 
 
 @pytest.fixture
@@ -53,6 +26,7 @@ def settings(tmp_path: Path) -> Settings:
     return load_settings(tmp_path, {"DBTOOLS_SNAPSHOT_DIR": str(tmp_path / "snaps")})
 
 
+@pytest.mark.pure
 def test_prune_applies_retention_and_keeps_the_restore_point(settings: Settings) -> None:
     snaps = settings.snapshot_dir
     prod_good_old = fake_snapshot(snaps, "prod", 40)
@@ -76,10 +50,13 @@ def test_prune_applies_retention_and_keeps_the_restore_point(settings: Settings)
     for kept in (prod_good_old, prod_bad_31, dev_1, running):
         assert kept.exists()
     reasons = {Path(k["path"]): k["reason"] for k in result.kept}
-    assert reasons[prod_good_old] == "newest verified prod backup"
+    assert reasons[prod_good_old] == (
+        "newest verified snapshot of database db-prod (source not recorded: an older snapshot)"
+    )
     assert reasons[prod_bad_31] == "among the newest 1"
 
 
+@pytest.mark.pure
 def test_newest_verified_skips_damaged_and_names_them(settings: Settings) -> None:
     good = fake_snapshot(settings.snapshot_dir, "prod", 3)
     bad = fake_snapshot(settings.snapshot_dir, "prod", 1, corrupt=True)
@@ -89,6 +66,7 @@ def test_newest_verified_skips_damaged_and_names_them(settings: Settings) -> Non
     assert "schema.sql: checksum mismatch" in failed[0][1][0]
 
 
+@pytest.mark.pure
 def test_list_is_newest_first_and_flags_bad_ones(settings: Settings) -> None:
     old = fake_snapshot(settings.snapshot_dir, "dev", 5)
     new = fake_snapshot(settings.snapshot_dir, "prod", 1, corrupt=True)
@@ -101,6 +79,7 @@ def test_list_is_newest_first_and_flags_bad_ones(settings: Settings) -> None:
     assert infos[2].migration_head == "0001_initial"
 
 
+@pytest.mark.pure
 def test_publish_never_overwrites_a_snapshot(settings: Settings) -> None:
     first = fake_snapshot(settings.snapshot_dir, "dev", 2)
     second = fake_snapshot(settings.snapshot_dir, "dev", 2)
@@ -109,6 +88,7 @@ def test_publish_never_overwrites_a_snapshot(settings: Settings) -> None:
     assert archive.verify_snapshot(first).ok and archive.verify_snapshot(second).ok
 
 
+@pytest.mark.pure
 def test_unlisted_parquet_file_fails_verification(settings: Settings) -> None:
     path = fake_snapshot(settings.snapshot_dir, "dev", 2)
     (path / "public.Smuggled.parquet").write_bytes(b"PAR1")
@@ -150,6 +130,7 @@ def test_cli_archive_commands(project: Project) -> None:
     assert done.exit_code == 0 and not crashed.exists() and path.exists()
 
 
+@pytest.mark.pure
 def test_query_without_duckdb_says_how_to_install(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:

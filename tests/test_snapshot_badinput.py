@@ -10,11 +10,12 @@ from pathlib import Path
 
 import psycopg2
 import pytest
-from test_snapshot_support import setup_schema, table_digests
 
 from dbtools.snapshot import format as fmt
 
-from conftest import Project, execute
+from support.db import execute
+from support.project import Project
+from support.snapshot import setup_schema, table_digests
 
 
 @pytest.fixture
@@ -74,7 +75,9 @@ def test_damaged_snapshot_is_refused_and_target_kept(snap: tuple[Project, Path],
     damage, message = DAMAGE[case]
     damage(path)
     before = table_digests(project.prod_url)
-    result = project.invoke("restore", str(path), "--target", "prod", "--yes")
+    result = project.invoke(
+        "restore", str(path), "--target", "prod", "--allow-other-source", "--yes"
+    )
     assert result.exit_code == 1, result.output
     assert message in result.output
     assert "Traceback" not in result.output
@@ -106,7 +109,9 @@ def test_snapshot_of_another_schema_version_is_refused_with_the_diff(
     project, path = snap
     execute(project.prod_url, 'ALTER TABLE "User" RENAME COLUMN name TO "fullName"')
     before = table_digests(project.prod_url)
-    result = project.invoke("restore", str(path), "--target", "prod", "--yes")
+    result = project.invoke(
+        "restore", str(path), "--target", "prod", "--allow-other-source", "--yes"
+    )
     assert result.exit_code == 3, result.output
     assert "only in snapshot: column public.User.name" in result.output
     assert "only in target: column public.User.fullName" in result.output
@@ -116,7 +121,14 @@ def test_snapshot_of_another_schema_version_is_refused_with_the_diff(
 def test_path_that_does_not_exist(snap: tuple[Project, Path]) -> None:
     project, path = snap
     for cmd in (
-        ["restore", str(path.parent / "20000101T000000Z"), "--target", "prod", "--yes"],
+        [
+            "restore",
+            str(path.parent / "20000101T000000Z"),
+            "--target",
+            "prod",
+            "--allow-other-source",
+            "--yes",
+        ],
         ["snapshot", "verify", "nope"],
         ["snapshot", "show", "/no/such/dir"],
     ):
@@ -127,7 +139,9 @@ def test_path_that_does_not_exist(snap: tuple[Project, Path]) -> None:
 
 def test_restore_by_bare_stamp(snap: tuple[Project, Path]) -> None:
     project, path = snap
-    result = project.invoke("restore", path.name, "--target", "prod", "--yes", "--json")
+    result = project.invoke(
+        "restore", path.name, "--target", "prod", "--allow-other-source", "--yes", "--json"
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["path"] == str(path.resolve())
     assert table_digests(project.prod_url) == table_digests(project.dev_url)
@@ -155,7 +169,9 @@ def test_locked_target_table_times_out_and_keeps_data(
     try:
         with holder.cursor() as cur:
             cur.execute(holder_sql)
-        result = project.invoke("restore", str(path), "--target", "prod", "--yes")
+        result = project.invoke(
+            "restore", str(path), "--target", "prod", "--allow-other-source", "--yes"
+        )
     finally:
         holder.rollback()
         holder.close()

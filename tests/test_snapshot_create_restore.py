@@ -7,13 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_snapshot_support import (
-    TABLES,
-    only_snapshot,
-    settings_for,
-    setup_schema,
-    table_digests,
-)
 
 from dbtools import db, migrations
 from dbtools.errors import VerificationFailed
@@ -23,7 +16,9 @@ from dbtools.snapshot.create import create_snapshot
 from dbtools.snapshot.query import query_snapshot
 from dbtools.snapshot.restore import load_snapshot
 
-from conftest import REPO, Project, execute
+from support.db import execute, granted
+from support.project import REPO, Project
+from support.snapshot import TABLES, only_snapshot, settings_for, setup_schema, table_digests
 
 
 @pytest.fixture
@@ -51,7 +46,9 @@ def test_snapshot_then_restore_gives_identical_tables(synced: Project) -> None:
     path = _create(synced)
     assert path.parent == synced.snapshot_dir / "dev"
     assert fmt.is_stamp(path.name)
-    result = synced.invoke("restore", str(path), "--target", "prod", "--yes", "--json")
+    result = synced.invoke(
+        "restore", str(path), "--target", "prod", "--allow-other-source", "--yes", "--json"
+    )
     assert result.exit_code == 0, result.output
     payload = json.loads(result.output)
     assert payload["path"] == str(path.resolve())
@@ -115,7 +112,8 @@ def test_preserved_rows_survive_the_load(synced: Project) -> None:
     settings = settings_for(synced.root)
     conn = db.connect(db.target(settings, "prod"), purpose="write", settings=settings)
     try:
-        result = load_snapshot(conn, path, settings=settings, preserved=["Account"])
+        with granted(conn):
+            result = load_snapshot(conn, path, settings=settings, preserved=["Account"])
     finally:
         conn.close()
     assert result.tables["public.Account"]["preserved"] is True
@@ -129,7 +127,10 @@ def test_preserved_rows_without_parent_refuse_and_keep_target(synced: Project) -
     settings = settings_for(synced.root)
     conn = db.connect(db.target(settings, "prod"), purpose="write", settings=settings)
     try:
-        with pytest.raises(VerificationFailed, match=r"1 preserved rows of public.Account"):
+        with (
+            granted(conn),
+            pytest.raises(VerificationFailed, match=r"1 preserved rows of public.Account"),
+        ):
             load_snapshot(conn, path, settings=settings, preserved=["public.Account"])
     finally:
         conn.close()
@@ -150,7 +151,7 @@ def test_failing_before_commit_rolls_everything_back(synced: Project) -> None:
 
     conn = db.connect(db.target(settings, "prod"), purpose="write", settings=settings)
     try:
-        with pytest.raises(VerificationFailed, match="marketplace check failed"):
+        with granted(conn), pytest.raises(VerificationFailed, match="marketplace check failed"):
             load_snapshot(conn, path, settings=settings, before_commit=check)
     finally:
         conn.close()
@@ -161,7 +162,7 @@ def test_failing_before_commit_rolls_everything_back(synced: Project) -> None:
 def test_restore_without_yes_and_without_terminal_refuses(synced: Project) -> None:
     path = _create(synced)
     before = table_digests(synced.prod_url)
-    result = synced.invoke("restore", str(path), "--target", "prod")
+    result = synced.invoke("restore", str(path), "--target", "prod", "--allow-other-source")
     assert result.exit_code == 3
     assert "--yes" in result.output
     assert table_digests(synced.prod_url) == before
@@ -174,7 +175,9 @@ def test_restore_refuses_a_database_with_the_wrong_name(synced: Project) -> None
 
     from dbtools.cli import main
 
-    result = CliRunner().invoke(main, ["restore", str(path), "--target", "prod", "--yes"], env=env)
+    result = CliRunner().invoke(
+        main, ["restore", str(path), "--target", "prod", "--allow-other-source", "--yes"], env=env
+    )
     assert result.exit_code == 3
     assert "refusing" in result.output
 
@@ -195,10 +198,12 @@ def test_read_snapshot_and_query_for_analysts(synced: Project) -> None:
     out = query_snapshot(path, 'SELECT count(*) AS n FROM "User" WHERE "isDemo"')
     assert out.columns == ["n"] and out.rows == [[1]]
     result = synced.invoke(
-        "snapshot", "query", str(path), 'SELECT id FROM "App" ORDER BY id', "--json"
+        "snapshot", "query", str(path), 'SELECT id, logo FROM "App" ORDER BY id', "--json"
     )
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["rows"] == [["a1"], ["a2"]]
+    # bytea is the bytes in the file and PostgreSQL's \x form on screen and in JSON
+    assert json.loads(result.output)["rows"] == [["a1", "\\xdeadbeef00"], ["a2", None]]
+    assert read_snapshot(path, "App")["logo"].tolist() == [b"\xde\xad\xbe\xef\x00", None]
 
 
 def test_empty_schema_is_a_valid_empty_snapshot(project: Project) -> None:
@@ -230,7 +235,9 @@ def test_demo_data_round_trip_into_an_empty_migrated_database(project: Project) 
     manifest = fmt.read_manifest(path)
     assert manifest.migrations == migrations.migration_ids(REPO / "migrations")
     assert "public._yoyo_migration" in manifest.bookkeeping_tables
-    result = project.invoke("restore", str(path), "--target", "prod", "--yes")
+    result = project.invoke(
+        "restore", str(path), "--target", "prod", "--allow-other-source", "--yes"
+    )
     assert result.exit_code == 0, result.output
     dev, prod = table_digests(project.dev_url, names), table_digests(project.prod_url, names)
     assert dev == prod
@@ -246,3 +253,18 @@ def test_restore_into_dev_from_a_prod_backup(synced: Project) -> None:
     payload = json.loads(result.output)
     assert payload["env"] == "dev" and payload["load"]["tables"]["public.User"]["rows_before"] == 4
     assert table_digests(synced.dev_url) == table_digests(synced.prod_url)
+
+
+def test_restore_into_dev_refuses_when_prod_cannot_be_identified(synced: Project) -> None:
+    """Restoring dev with prod's URL set but prod down used to warn and write anyway: the
+    rule "dev and prod are two databases" was skipped. It is a refusal now, nothing written."""
+    from support.pgpeer import free_port
+
+    path = _create(synced)
+    execute(synced.dev_url, 'DELETE FROM "Ticket"')
+    before = table_digests(synced.dev_url)
+    synced.env["PROD_DATABASE_URL"] = f"postgresql://postgres@127.0.0.1:{free_port()}/x"
+    result = synced.invoke("restore", str(path), "--target", "dev", "--yes")
+    assert result.exit_code == 3, result.output
+    assert "cannot check that it is not the prod database" in result.output
+    assert table_digests(synced.dev_url) == before

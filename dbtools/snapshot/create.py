@@ -14,24 +14,25 @@ snapshot; in autocommit mode psycopg2 makes those calls no-ops and our transacti
 
 from __future__ import annotations
 
-import os
+import contextlib
 import queue
 import subprocess
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
 
-from dbtools import __version__, catalog, db, migrations
+from dbtools import __version__, catalog, db, faults, interrupt, migrations
 from dbtools.config import Settings, redact
 from dbtools.db import Conn, Progress
 from dbtools.errors import DbtoolsError, SnapshotError
 from dbtools.snapshot import format as fmt
+from dbtools.snapshot import types
 from dbtools.snapshot.restore import lock_tables
 
 
@@ -96,21 +97,10 @@ def _schema_sql(
     t: db.Target, snapshot_id: str, schemas: list[str], objects: dict[str, str], lock_timeout: float
 ) -> str:
     """The schema as DDL: pg_dump --schema-only on our exported snapshot where possible."""
-    parts = urlsplit(t.url)
-    env = dict(os.environ)
-    # The password goes to pg_dump through its environment, never its command line (other
-    # local users can read argv), whether it sits in the userinfo or in ?password=.
-    if parts.password is not None:
-        env["PGPASSWORD"] = unquote(parts.password)
-        netloc = parts.netloc.rsplit("@", 1)
-        user = netloc[0].split(":", 1)[0]
-        parts = parts._replace(netloc=f"{user}@{netloc[1]}")
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    for key, value in query:
-        if key == "password":
-            env["PGPASSWORD"] = value
-    parts = parts._replace(query=urlencode([(k, v) for k, v in query if k != "password"]))
-    url = urlunsplit(parts)
+    # One URL parser for every connection (db.subprocess_target): the password goes to
+    # pg_dump through its environment, never its command line (other local users can read
+    # argv), and a database name holding '#', '?' or '%' reaches the same database.
+    conninfo, env = db.subprocess_target(t)
     args = [
         "pg_dump",
         "--schema-only",
@@ -124,7 +114,7 @@ def _schema_sql(
     args += [f"--schema={s}" for s in schemas]
     try:
         done = subprocess.run(
-            [*args, "--dbname", url], env=env, capture_output=True, text=True, timeout=300
+            [*args, "--dbname", conninfo], env=env, capture_output=True, text=True, timeout=300
         )
         if done.returncode == 0 and done.stdout.strip():
             return done.stdout
@@ -144,6 +134,14 @@ def _schema_sql(
     return "\n".join(lines) + "\n"
 
 
+def _owner_key(owned_by: str | None, tables: dict[str, Any], excluded: set[str]) -> str | None:
+    """The table key in 'schema.table.column' (names may hold dots: the longest known key)."""
+    if not owned_by:
+        return None
+    known = [k for k in (*tables, *excluded) if owned_by.startswith(k + ".")]
+    return max(known, key=len) if known else owned_by.rsplit(".", 1)[0]
+
+
 def _sequence_entries(
     seqs: list[catalog.SequenceInfo], tables: dict[str, catalog.Table], excluded: set[str]
 ) -> tuple[dict[str, list[dict[str, Any]]], list[dict[str, Any]]]:
@@ -157,12 +155,50 @@ def _sequence_entries(
             "last_value": s.last_value,
             "is_called": s.is_called,
         }
-        owner = s.owned_by.rsplit(".", 1)[0] if s.owned_by else None
+        owner = _owner_key(s.owned_by, tables, excluded)
         if owner in tables:
             owned.setdefault(owner, []).append(item)
         elif owner not in excluded:
             free.append(item)
     return owned, free
+
+
+class _FirstBatchPause:
+    """The `snapshot.export` fault point, taken by the main thread while the first table's
+    COPY is open: a worker thread could not be woken from the test's sleep by a signal."""
+
+    def __init__(self) -> None:
+        self.wanted = "snapshot.export" in faults.validate()
+        self.reached = threading.Event()
+        self.released = threading.Event()
+        self._taken = False
+        self._lock = threading.Lock()
+
+    def callback(self) -> Callable[[], None] | None:
+        """For the workers' export_table: the first table with a batch waits for the main
+        thread (an empty first table never calls it)."""
+        return self._arrive if self.wanted and not self._taken else None
+
+    def _arrive(self) -> None:
+        with self._lock:
+            if self._taken:
+                return
+            self._taken = True
+        self.reached.set()
+        while not self.released.wait(0.1):
+            interrupt.raise_if_received()
+
+    def hold(self, threads: list[threading.Thread]) -> None:
+        """Main thread: pause once the first batch is out (unless every worker ended)."""
+        if not self.wanted:
+            return
+        try:
+            while not self.reached.wait(0.1):
+                if not any(th.is_alive() for th in threads):
+                    return
+            faults.pause("snapshot.export")
+        finally:
+            self.released.set()
 
 
 def _export_all(
@@ -174,7 +210,11 @@ def _export_all(
     workers: int,
     progress: Progress,
 ) -> dict[str, Any]:
-    """Export every table on worker connections that share the coordinator's snapshot."""
+    """Export every table on worker connections that share the coordinator's snapshot.
+
+    A signal cancels the workers' queries (dbtools.interrupt); they stop, and every worker
+    thread is joined before this returns or raises, so none outlives the command.
+    """
     from dbtools.snapshot import export
 
     work: queue.Queue[catalog.Table] = queue.Queue()
@@ -183,6 +223,7 @@ def _export_all(
     results: dict[str, Any] = {}
     errors: list[BaseException] = []
     lock = threading.Lock()
+    pause = _FirstBatchPause()
 
     def worker() -> None:
         conns: list[psycopg2.extensions.connection] = []
@@ -190,9 +231,10 @@ def _export_all(
             # Two connections in the same snapshot: one streams the rows, the other computes
             # the content hash meanwhile, so a table costs max(COPY, hash), not their sum.
             for _ in range(2):
+                interrupt.raise_if_received()
                 c = db.connect(t, purpose="copy", settings=settings)
                 conns.append(c)
-                with c.cursor() as cur:
+                with interrupt.cancel_on_signal(c), c.cursor() as cur:
                     cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                     cur.execute("SET TRANSACTION SNAPSHOT %s", (snapshot_id,))
                     # A worker's lock request can queue behind another session's pending
@@ -201,11 +243,14 @@ def _export_all(
                     cur.execute(f"SET LOCAL lock_timeout = '{timeout_ms}ms'")
             conn, hash_conn = conns
             while not errors:
+                interrupt.raise_if_received()
                 try:
                     table = work.get_nowait()
                 except queue.Empty:
                     return
-                result = export.export_table(conn, table, dest, hash_conn=hash_conn)
+                result = export.export_table(
+                    conn, table, dest, hash_conn=hash_conn, on_first_batch=pause.callback()
+                )
                 with lock:
                     results[table.key] = result
                 _say(progress, f"exported {table.key}: {result.rows} rows")
@@ -217,14 +262,32 @@ def _export_all(
                 c.close()
 
     count = max(1, min(workers, len(tables)))
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(count)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    threads = [
+        threading.Thread(target=worker, name=f"dbtools-export-{n}", daemon=True)
+        for n in range(count)
+    ]
+    try:
+        for th in threads:
+            th.start()
+        pause.hold(threads)
+        for th in threads:
+            th.join()
+    except BaseException:
+        # Interrupted in the main thread: the workers' queries were cancelled and they see
+        # the signal; wait for them so that no connection or thread outlives us.
+        pause.released.set()
+        with lock:
+            errors.append(SnapshotError("export stopped"))
+        for th in threads:
+            if th.ident is not None:
+                th.join()
+        raise
     if errors:
+        interrupt.raise_if_received()
         exc = errors[0]
         if isinstance(exc, DbtoolsError):
+            raise exc
+        if isinstance(exc, interrupt.Interrupted):
             raise exc
         if isinstance(exc, psycopg2.Error):
             raise SnapshotError(f"export failed: {db.describe_error(exc)}") from None
@@ -245,11 +308,24 @@ def create_snapshot(
     `reason` is recorded in the manifest: "manual", or "before <command>" for a backup that a
     prod write takes first.
     """
+    with interrupt.outcome(
+        f"no snapshot of {env} was written (the partial one was removed); "
+        f"{env} was only read, nothing in it changed"
+    ):
+        return _create(settings, env, progress=progress, workers=workers, reason=reason)
+
+
+def _create(
+    settings: Settings, env: str, *, progress: Progress, workers: int, reason: str
+) -> SnapshotResult:
     t = db.target(settings, env)
     env_dir = settings.snapshot_dir / env
     conn = db.connect(t, purpose="copy", settings=settings, autocommit=True)
     temp: Path | None = None
+    cancel = contextlib.ExitStack()
     try:
+        # A signal cancels our lock waits and catalog reads at once.
+        cancel.enter_context(interrupt.cancel_on_signal(conn))
         schemas = list(settings.schemas)
         with conn.cursor() as cur:
             cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -264,6 +340,9 @@ def create_snapshot(
             conn, schemas, settings.excluded_tables, "ACCESS SHARE", settings.lock_timeout_seconds
         )
         cat = catalog.read_catalog(conn, schemas, settings.excluded_tables)
+        cat.tables = sorted(cat.tables, key=lambda tb: tb.key)  # zero-column ones included
+        for table in cat.tables:  # a type no load could read back: refuse before writing
+            types.plan_table(table)
         objects = catalog.schema_objects(conn, schemas)
         migrations = applied_migrations(conn)
         bookkeeping = _bookkeeping_present(conn, schemas)
@@ -306,6 +385,7 @@ def create_snapshot(
             sequences=free,
             schema_sql_sha256=fmt.sha256_file(temp / fmt.SCHEMA_SQL),
             reason=reason,
+            source=fmt.source_of(ident),
         )
         fmt.write_manifest(temp, manifest)
         _, problems = fmt.verify_dir(temp)
@@ -314,8 +394,11 @@ def create_snapshot(
                 f"the snapshot just written does not verify: {problems[0]}"
                 + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
             )
-        final = fmt.publish(temp, env_dir, created)
-        temp = None
+        faults.pause("snapshot.publish")
+        with interrupt.deferred():  # the rename and what we say about it go together
+            final = fmt.publish(temp, env_dir, created)
+            temp = None
+            interrupt.set_outcome(f"the snapshot was written to {final}; {env} was only read")
         with conn.cursor() as cur:
             cur.execute("COMMIT")
         notes = [] if cat.tables else [f"no tables in schemas {', '.join(schemas)}"]
@@ -331,12 +414,15 @@ def create_snapshot(
             notes=notes,
         )
     except psycopg2.Error as exc:
+        interrupt.raise_if_received()
         raise SnapshotError(f"snapshot of {env} failed: {db.describe_error(exc)}") from None
     except OSError as exc:
+        interrupt.raise_if_received()
         raise SnapshotError(
             f"snapshot of {env} failed writing {exc.filename or env_dir}: {exc.strerror or exc}"
         ) from None
     finally:
+        cancel.close()
         if temp is not None:
             fmt.remove_tree(temp)
         conn.close()

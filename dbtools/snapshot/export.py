@@ -20,29 +20,25 @@ takes about max(COPY, hash) instead of their sum.
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import os
-import re
-import shutil
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import psycopg2
 import psycopg2.extensions
 import pyarrow as pa
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
-from dbtools import catalog
+from dbtools import catalog, interrupt
 from dbtools.db import describe_error, quote_ident
 from dbtools.errors import SnapshotError
 from dbtools.snapshot import hashing, types
+from dbtools.snapshot.copy_stream import ColumnRejected, RowTooWide, stream
+from dbtools.snapshot.parquet_files import NO_COLUMNS_FIELD, PartWriter, file_stem
 
-_CSV_COLUMN = re.compile(r"In CSV column #(\d+)")
-_PIPE_BYTES = 1 << 20
-_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+# pyarrow's block_size is a 32-bit int; PostgreSQL's own limit (a 1 GB field) is lower.
+_MAX_BLOCK = (1 << 31) - 1
 
 
 @dataclass
@@ -59,37 +55,19 @@ class TableExport:
         return asdict(self)
 
 
-class _ColumnRejected(Exception):
-    def __init__(self, index: int, message: str) -> None:
-        super().__init__(message)
-        self.index = index
+def copy_out_sql(
+    table: catalog.Table, names: list[str], *, plain: bool = False, source: str | None = None
+) -> str:
+    """COPY of the columns; `plain` tables skip the executor's projection (about 12% faster).
 
-
-def file_stem(table: catalog.Table) -> str:
-    """'<schema>.<table>' made safe as one file name ('/' and '%' percent-encoded)."""
-    return table.key.replace("%", "%25").replace("/", "%2F").replace("\0", "%00")
-
-
-def parquet_schema(plans: list[types.ColumnPlan]) -> pa.Schema:
-    """The file's schema; each field carries its PostgreSQL type for people reading the file."""
-    return pa.schema(
-        [
-            pa.field(
-                p.name,
-                p.arrow_type,
-                metadata={"pg_type": p.pg_type, "encoding": p.encoding},
-            )
-            for p in plans
-        ]
-    )
-
-
-def copy_out_sql(table: catalog.Table, names: list[str], *, plain: bool = False) -> str:
-    """COPY of the columns; `plain` tables skip the executor's projection (about 12% faster)."""
+    `source` is the FROM item of the SELECT form (hashing.source_sql: `ONLY t` for a table
+    with inheritance children, so their rows are exported with the children alone).
+    """
     cols = ", ".join(quote_ident(n) for n in names)
     if plain:
+        # COPY t TO never includes child tables' rows.
         return f"COPY {table.qualified} ({cols}) TO STDOUT WITH (FORMAT csv)"
-    return f"COPY (SELECT {cols} FROM {table.qualified}) TO STDOUT WITH (FORMAT csv)"
+    return f"COPY (SELECT {cols} FROM {source or table.qualified}) TO STDOUT WITH (FORMAT csv)"
 
 
 def _is_plain_table(conn: psycopg2.extensions.connection, table: catalog.Table) -> bool:
@@ -105,175 +83,25 @@ def _is_plain_table(conn: psycopg2.extensions.connection, table: catalog.Table) 
     return bool(row and row[0])
 
 
-def _csv_options(
-    plans: list[types.ColumnPlan], batch_bytes: int
-) -> tuple[pacsv.ReadOptions, pacsv.ParseOptions, pacsv.ConvertOptions]:
-    # PostgreSQL's CSV: NULL is an unquoted empty field and '' is "". A one-column NULL row is
-    # an empty line, so empty lines must not be skipped.
-    # One parsing thread: on export the server's COPY already keeps a core busy, and the
-    # threaded reader's read-ahead raised peak memory without making the export faster.
-    read = pacsv.ReadOptions(
-        column_names=[p.name for p in plans], block_size=batch_bytes, use_threads=False
-    )
-    parse = pacsv.ParseOptions(newlines_in_values=True, ignore_empty_lines=False)
-    convert = pacsv.ConvertOptions(
-        column_types={p.name: p.arrow_type for p in plans},
-        null_values=[""],
-        strings_can_be_null=True,
-        quoted_strings_can_be_null=False,
-        true_values=["t"],
-        false_values=["f"],
-    )
-    return read, parse, convert
-
-
-class _PartWriter:
-    """Parquet output of one table: one file, or part files once max_rows is exceeded."""
-
-    def __init__(
-        self,
-        dest_dir: Path,
-        stem: str,
-        plans: list[types.ColumnPlan],
-        max_rows: int | None,
-    ) -> None:
-        self.dest_dir = dest_dir
-        # Dictionary pages only for enums: on high-cardinality columns Parquet builds a
-        # dictionary, gives up and writes plain pages anyway, costing ~30% of the write time
-        # and a bigger file under zstd (docs/BENCHMARKS.md).
-        self.dictionary_columns = [
-            p.name for p in plans if p.enum_labels is not None and p.category != "A"
-        ]
-        schema = parquet_schema(plans)
-        self.stem = stem
-        self.schema = schema
-        self.max_rows = max_rows
-        self.files: list[str] = [f"{stem}.parquet"]
-        self.rows_in_file = 0
-        self.writer: pq.ParquetWriter | None = self._open(self.files[0])
-
-    def _open(self, rel: str) -> pq.ParquetWriter:
-        return pq.ParquetWriter(
-            str(self.dest_dir / rel),
-            self.schema,
-            compression="zstd",
-            write_statistics=True,
-            use_dictionary=self.dictionary_columns,
-        )
-
-    def _rotate(self) -> None:
-        assert self.writer is not None
-        self.writer.close()
-        if len(self.files) == 1:
-            (self.dest_dir / self.stem).mkdir()
-            first = f"{self.stem}/part-00000.parquet"
-            os.replace(self.dest_dir / self.files[0], self.dest_dir / first)
-            self.files[0] = first
-        rel = f"{self.stem}/part-{len(self.files):05d}.parquet"
-        self.files.append(rel)
-        self.writer = self._open(rel)
-        self.rows_in_file = 0
-
-    def write(self, batch: pa.RecordBatch) -> None:
-        while batch.num_rows:
-            take = batch.num_rows
-            if self.max_rows:
-                if self.rows_in_file >= self.max_rows:
-                    self._rotate()
-                take = min(take, self.max_rows - self.rows_in_file)
-            assert self.writer is not None
-            self.writer.write_batch(batch.slice(0, take))
-            self.rows_in_file += take
-            batch = batch.slice(take)
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
-
-    def discard(self) -> None:
-        with contextlib.suppress(Exception):
-            self.close()
-        with contextlib.suppress(FileNotFoundError):
-            (self.dest_dir / f"{self.stem}.parquet").unlink()
-        shutil.rmtree(self.dest_dir / self.stem, ignore_errors=True)
-
-
-def _copy_into_pipe(
-    conn: psycopg2.extensions.connection, sql: str, out: IO[bytes], errors: list[BaseException]
-) -> None:
-    try:
-        with conn.cursor() as cur:
-            cur.copy_expert(sql, out, size=_PIPE_BYTES)
-    except BaseException as exc:  # handed to the reading thread, which raises it
-        errors.append(exc)
-    finally:
-        with contextlib.suppress(OSError):
-            out.close()
-
-
-def _stream(
-    conn: psycopg2.extensions.connection,
-    table: catalog.Table,
-    plans: list[types.ColumnPlan],
-    out: _PartWriter,
-    batch_bytes: int,
-    plain: bool,
+def widest_csv_row(
+    conn: psycopg2.extensions.connection, table: catalog.Table, names: list[str], source: str
 ) -> int:
-    """Run one COPY into `out`; return the row count or raise _ColumnRejected/SnapshotError."""
-    read_fd, write_fd = os.pipe()
-    with contextlib.suppress(OSError):
-        fcntl.fcntl(write_fd, _F_SETPIPE_SZ, _PIPE_BYTES)
-    source = os.fdopen(read_fd, "rb")
-    sink = os.fdopen(write_fd, "wb", buffering=1 << 16)
-    copy_errors: list[BaseException] = []
-    producer = threading.Thread(
-        target=_copy_into_pipe,
-        args=(conn, copy_out_sql(table, [p.name for p in plans], plain=plain), sink, copy_errors),
-        name=f"dbtools-copy-out-{table.key}",
-        daemon=True,
-    )
-    producer.start()
-    rows = 0
-    failure: BaseException | None = None
-    try:
-        read, parse, convert = _csv_options(plans, batch_bytes)
-        try:
-            reader = pacsv.open_csv(
-                source, read_options=read, parse_options=parse, convert_options=convert
-            )
-        except pa.ArrowInvalid as exc:
-            if "Empty CSV" not in str(exc):
-                raise
-        else:
-            for batch in reader:
-                out.write(batch)
-                rows += batch.num_rows
-    except BaseException as exc:
-        failure = exc
-    finally:
-        # The COPY must run to its end, or the connection is left mid-COPY and the caller's
-        # transaction is lost: read and discard what is left before looking at any error.
-        with contextlib.suppress(OSError, ValueError):
-            while source.read(_PIPE_BYTES):
-                pass
-        producer.join()
-        source.close()
-    if copy_errors:
-        first = copy_errors[0]
-        if isinstance(first, psycopg2.Error):
-            raise SnapshotError(f"cannot export {table.key}: {describe_error(first)}") from None
-        raise SnapshotError(f"cannot export {table.key}: {first}") from None
-    if failure is not None:
-        if isinstance(failure, pa.ArrowInvalid):
-            match = _CSV_COLUMN.search(str(failure))
-            if match:
-                raise _ColumnRejected(int(match.group(1)), str(failure)) from None
-            raise SnapshotError(f"cannot export {table.key}: {failure}") from None
-        if isinstance(failure, OSError):
-            raise SnapshotError(f"cannot write the snapshot of {table.key}: {failure}") from None
-        raise failure
-    return rows
+    """The byte length of the table's longest row in COPY's CSV form (an upper bound).
+
+    Each field is at most its text form, with every '"' doubled, two quotes and a separator.
+    One scan of the table, made only when a row did not fit the reader's block.
+    """
+    parts = []
+    for n in names:
+        v = f"{quote_ident(n)}::text"
+        parts.append(
+            f"coalesce(2 * octet_length({v}) - octet_length(replace({v}, '\"', '')) + 3, 1)"
+        )
+    expr = " + ".join(parts) or "0"
+    with conn.cursor() as cur:
+        cur.execute(f"SELECT coalesce(max({expr}), 0) + 2 FROM {source}")
+        row = cur.fetchone()
+    return int(row[0]) if row else 0
 
 
 _SNAPSHOT_SQL = "SELECT pg_current_snapshot()::text, current_setting('transaction_isolation')"
@@ -351,17 +179,26 @@ def export_table(
     batch_bytes: int = 4 << 20,
     max_file_rows: int | None = None,
     hash_conn: psycopg2.extensions.connection | None = None,
+    on_first_batch: Callable[[], None] | None = None,
 ) -> TableExport:
     """Write the table's rows to Parquet under dest_dir and hash them, in the caller's transaction.
 
     conn must already be inside the snapshot's REPEATABLE READ transaction; it is never
-    committed or rolled back here. Files are `<schema>.<table>.parquet`, or, once a file would
-    exceed max_file_rows, `<schema>.<table>/part-NNNNN.parquet`.
+    committed or rolled back here. Files are `<stem>.parquet`, or, once a file would exceed
+    max_file_rows, `<stem>/part-NNNNN.parquet` (`file_stem`). Only the table's own rows are
+    read (an inheritance parent without its children's).
 
     hash_conn, when given, is a second connection whose REPEATABLE READ transaction imported
     the same snapshot (SET TRANSACTION SNAPSHOT); the content hash runs on it while the rows
     are copied. It is checked to see the same snapshot, never committed, and, if the export
     fails, its query is cancelled (its transaction then needs a rollback).
+
+    on_first_batch is called once, in this thread, after the first batch was written while
+    the COPY is still open (the `snapshot.export` fault-injection point).
+
+    A table without columns has rows all the same: its file holds one column of Arrow type
+    null named NO_COLUMNS_FIELD, one null per row, so that pyarrow and DuckDB count its rows;
+    the manifest's column list is empty.
     """
     dest_dir = Path(dest_dir)
     plans = types.plan_table(table)
@@ -372,13 +209,30 @@ def export_table(
         _check_same_snapshot(conn, hash_conn, table)
         hasher = _HashJob(hash_conn, table, names)
     try:
-        try:
-            plain = _is_plain_table(conn, table)
-        except psycopg2.Error as exc:
-            raise SnapshotError(f"cannot export {table.key}: {describe_error(exc)}") from None
-        rows, out, fallbacks = _export_rows(
-            conn, table, dest_dir, plans, by_name, batch_bytes, max_file_rows, plain
-        )
+        if not plans:
+            digest = hasher.result() if hasher else hashing.content_hash(conn, table, names)
+            rows = int(digest.split(":")[1])
+            out = _write_no_columns(dest_dir, table, rows, max_file_rows)
+            fallbacks: list[str] = []
+        else:
+            try:
+                plain = _is_plain_table(conn, table)
+                source = hashing.source_sql(conn, table)
+            except psycopg2.Error as exc:
+                interrupt.raise_if_received()
+                raise SnapshotError(f"cannot export {table.key}: {describe_error(exc)}") from None
+            rows, out, fallbacks = _export_rows(
+                conn,
+                table,
+                dest_dir,
+                plans,
+                by_name,
+                batch_bytes,
+                max_file_rows,
+                plain,
+                source,
+                on_first_batch,
+            )
     except BaseException:
         if hasher is not None:
             hasher.cancel()
@@ -400,6 +254,30 @@ def export_table(
     )
 
 
+_NO_COLUMNS_GROUP = 1 << 20
+
+
+def _write_no_columns(
+    dest_dir: Path, table: catalog.Table, rows: int, max_file_rows: int | None
+) -> PartWriter:
+    """The file of a table without columns: `rows` nulls of type null (no data pages)."""
+    try:
+        out = PartWriter(dest_dir, file_stem(table), [], max_file_rows)
+    except OSError as exc:
+        raise SnapshotError(f"cannot write the snapshot of {table.key}: {exc}") from None
+    try:
+        left = rows
+        while left:
+            n = min(left, _NO_COLUMNS_GROUP)
+            out.write(pa.RecordBatch.from_arrays([pa.nulls(n)], names=[NO_COLUMNS_FIELD]))
+            left -= n
+        out.close()
+    except BaseException:
+        out.discard()
+        raise
+    return out
+
+
 def _export_rows(
     conn: psycopg2.extensions.connection,
     table: catalog.Table,
@@ -409,19 +287,28 @@ def _export_rows(
     batch_bytes: int,
     max_file_rows: int | None,
     plain: bool,
-) -> tuple[int, _PartWriter, list[str]]:
-    """COPY into Parquet, switching a rejected column to text and retrying; `plans` is updated."""
+    source: str,
+    on_first_batch: Callable[[], None] | None,
+) -> tuple[int, PartWriter, list[str]]:
+    """COPY into Parquet, switching a rejected column to text and retrying; `plans` is updated.
+
+    A row longer than the reader's block (a 50 MB bytea is 100 MB of hex) makes the reader
+    fail; the table is then exported again with a block just wider than its widest row, so
+    memory follows the largest row, never the table.
+    """
     fallbacks: list[str] = []
-    for _attempt in range(len(plans) + 1):
+    widened = False
+    sql = copy_out_sql(table, [p.name for p in plans], plain=plain, source=source)
+    for _attempt in range(len(plans) + 2):
         try:
-            out = _PartWriter(dest_dir, file_stem(table), plans, max_file_rows)
+            out = PartWriter(dest_dir, file_stem(table), plans, max_file_rows, wide=widened)
         except OSError as exc:
             raise SnapshotError(f"cannot write the snapshot of {table.key}: {exc}") from None
         try:
-            rows = _stream(conn, table, plans, out, batch_bytes, plain)
+            rows = stream(conn, table, plans, out, batch_bytes, sql, on_first_batch)
             out.close()
             break
-        except _ColumnRejected as exc:
+        except ColumnRejected as exc:
             out.discard()
             plan = plans[exc.index] if exc.index < len(plans) else None
             if plan is None or not types.is_fallible(plan):
@@ -429,6 +316,22 @@ def _export_rows(
             reason = f"a value does not fit {plan.arrow_type}"
             plans[exc.index] = types.text_plan(by_name[plan.name], reason=reason)
             fallbacks.append(plan.name)
+        except RowTooWide as exc:
+            out.discard()
+            if widened:
+                raise SnapshotError(f"cannot export {table.key}: {exc}") from None
+            widened = True
+            try:
+                widest = widest_csv_row(conn, table, [p.name for p in plans], source)
+            except psycopg2.Error as err:
+                interrupt.raise_if_received()
+                raise SnapshotError(f"cannot export {table.key}: {describe_error(err)}") from None
+            batch_bytes = max(batch_bytes, widest + (widest >> 4) + (64 << 10))
+            if batch_bytes > _MAX_BLOCK:
+                raise SnapshotError(
+                    f"cannot export {table.key}: a row is {widest} bytes in CSV form, more than "
+                    f"the {_MAX_BLOCK} bytes the Parquet writer's reader can take"
+                ) from None
         except BaseException:
             out.discard()
             raise

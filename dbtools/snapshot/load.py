@@ -26,11 +26,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from dbtools import catalog
+from dbtools import catalog, interrupt
 from dbtools.db import describe_error, quote_ident
 from dbtools.errors import SnapshotError
+from dbtools.snapshot import types
 
 _BATCH_ROWS = 8_192
+_BATCH_BYTES = 8 << 20
+_SEND_BYTES = 8 << 20
 _QUEUE_BLOCKS = 2
 _COPY_CHUNK = 1 << 20
 _DONE = object()
@@ -41,9 +44,9 @@ _NEEDS_ESCAPE = re.compile(rb"[\\\t\n\r]")
 
 
 def copy_in_sql(table: catalog.Table, names: list[str], *, freeze: bool) -> str:
-    cols = ", ".join(quote_ident(n) for n in names)
+    cols = f" ({', '.join(quote_ident(n) for n in names)})" if names else ""
     options = " WITH (FREEZE)" if freeze else ""
-    return f"COPY {table.qualified} ({cols}) FROM STDIN{options}"
+    return f"COPY {table.qualified}{cols} FROM STDIN{options}"
 
 
 def _value_bytes(arr: pa.Array) -> memoryview:
@@ -71,7 +74,11 @@ def _text_field(col: pa.Array) -> pa.Array:
     if pa.types.is_large_string(typ):
         col = col.cast(pa.string())
         typ = col.type
-    if pa.types.is_string(typ):
+    if pa.types.is_binary(typ) or pa.types.is_large_binary(typ):
+        # bytea's bytes, printed as its hex input form; '\\x' is the text format's escape
+        # of the backslash, and hex digits need no other escape.
+        col = pc.binary_join_element_wise("\\\\x", types.hex_from_bytes(col), "")
+    elif pa.types.is_string(typ):
         if _needs_escape(col):
             for plain, escaped in _ESCAPES:
                 col = pc.replace_substring(col, plain, escaped)
@@ -91,10 +98,23 @@ def _text_field(col: pa.Array) -> pa.Array:
 
 def text_block(batch: pa.RecordBatch) -> bytes:
     """The batch's rows in PostgreSQL's text COPY format, each row ending in a newline."""
+    return _lead_rows(batch)[1:].tobytes() + b"\n" if batch.num_rows else b""
+
+
+def _lead_rows(batch: pa.RecordBatch) -> memoryview:
+    """The rows each *preceded* by a newline ('\\nrow1\\nrow2'), as a view of one Arrow buffer.
+
+    The newline goes on the first field, which is usually narrow, so the only full copy of
+    the batch is the final join: a 100 MB value costs one copy here, not three. The stream
+    of blocks is the COPY text with its first byte dropped and one newline added at the end
+    (_TextSource does both).
+    """
+    if not batch.num_columns:  # a table without columns: one empty line per row
+        return memoryview(b"\n" * batch.num_rows)
     fields = [_text_field(col) for col in batch.columns]
-    fields[-1] = pc.binary_join_element_wise(fields[-1], "\n", "")
+    fields[0] = pc.binary_join_element_wise("\n", fields[0], "")
     rows = pc.binary_join_element_wise(*fields, "\t") if len(fields) > 1 else fields[0]
-    return _value_bytes(rows).tobytes()
+    return _value_bytes(rows)
 
 
 def _check_columns(table: catalog.Table, names: list[str]) -> None:
@@ -129,11 +149,26 @@ def _batches(dest_dir: Path, files: list[str], names: list[str]) -> Iterator[pa.
         if lacking:
             raise SnapshotError(f"snapshot file {rel} lacks column(s) {', '.join(lacking)}")
         try:
-            # One decoding thread: the server's parsing is the bottleneck, and per-thread
-            # allocator caches raised peak memory by ~50 MB for no measurable speed.
-            yield from pf.iter_batches(batch_size=_BATCH_ROWS, columns=names, use_threads=False)
+            for group in range(pf.metadata.num_row_groups):
+                # One decoding thread: the server's parsing is the bottleneck, and per-thread
+                # allocator caches raised peak memory by ~50 MB for no measurable speed.
+                yield from pf.iter_batches(
+                    batch_size=_batch_rows(pf.metadata.row_group(group)),
+                    row_groups=[group],
+                    columns=names,
+                    use_threads=False,
+                )
         except (OSError, pa.ArrowException) as exc:
             raise SnapshotError(f"snapshot file {rel} is corrupt: {exc}") from None
+
+
+def _batch_rows(group: pq.RowGroupMetaData) -> int:
+    """Rows per batch: _BATCH_ROWS, fewer when rows are wide, so a batch stays near
+    _BATCH_BYTES whatever the row size (1,000 rows of 5 MB are never one 5 GB batch)."""
+    if group.num_rows <= 0 or group.total_byte_size <= 0:
+        return _BATCH_ROWS
+    per_row = group.total_byte_size / group.num_rows
+    return max(1, min(_BATCH_ROWS, int(_BATCH_BYTES // per_row)))
 
 
 class _TextSource:
@@ -145,6 +180,7 @@ class _TextSource:
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=_QUEUE_BLOCKS)
         self._stop = threading.Event()
         self._finished = False
+        self._pending: memoryview | None = None
         self._thread = threading.Thread(
             target=self._produce, args=(dest_dir, files, names), daemon=True
         )
@@ -164,31 +200,42 @@ class _TextSource:
             for batch in _batches(dest_dir, files, names):
                 if not batch.num_rows:
                     continue
-                rows, block = batch.num_rows, text_block(batch)
+                rows, block = batch.num_rows, _lead_rows(batch)
                 del batch  # released before the queue wait, so at most the queue's blocks live
+                if not self.rows:
+                    block = block[1:]  # the first row has no row before it
                 self.rows += rows
-                if not self._put(block):
+                # (an empty block, one row of one empty field, is ended by what follows;
+                # read() returning b"" would end the COPY)
+                if len(block) and not self._put(block):
                     return
+            if self.rows and not self._put(memoryview(b"\n")):  # the last row's end
+                return
         except BaseException as exc:
             self.error = exc
         finally:
             self._put(_DONE)
 
     def read(self, size: int = _COPY_CHUNK) -> bytes:
-        # psycopg2 sends whatever read() returns, so a whole CSV block goes out in one call
-        # instead of being sliced (and copied) to `size`.
-        if self._finished:
-            return b""
-        item = self._queue.get()
-        if item is _DONE:
-            self._finished = True
-            if self.error is not None:
-                # psycopg2 ends the COPY with an error when read() raises: nothing partial
-                # is ever committed.
-                raise SnapshotError(str(self.error))
-            return b""
-        block: bytes = item
-        return block
+        # Blocks are views of Arrow buffers; each goes out as bytes of at most _SEND_BYTES,
+        # because libpq copies what it is given into its own buffer: a 100 MB piece would
+        # cost another 100 MB there.
+        if self._pending is None:
+            if self._finished:
+                return b""
+            item = self._queue.get()
+            if item is _DONE:
+                self._finished = True
+                if self.error is not None:
+                    # psycopg2 ends the COPY with an error when read() raises: nothing partial
+                    # is ever committed.
+                    raise SnapshotError(str(self.error))
+                return b""
+            self._pending = item
+        piece = bytes(self._pending[:_SEND_BYTES])
+        rest = self._pending[_SEND_BYTES:]
+        self._pending = rest if len(rest) else None
+        return piece
 
     def readline(self, size: int = -1) -> bytes:  # psycopg2's file protocol; COPY never calls it
         return self.read(size)
@@ -223,16 +270,21 @@ def load_table(
     source = _TextSource(dest_dir, files, names)
     server_rows = -1
     try:
-        with conn.cursor() as cur:
+        # A signal cancels the COPY (the main thread may be inside libpq's send); the
+        # interruption, not the failed COPY, is then what the caller hears.
+        with interrupt.cancel_on_signal(conn), conn.cursor() as cur:
             cur.copy_expert(copy_in_sql(table, names, freeze=freeze), source, size=_COPY_CHUNK)
             server_rows = cur.rowcount
     except SnapshotError:
+        interrupt.raise_if_received()
         raise
     except psycopg2.Error as exc:
+        interrupt.raise_if_received()
         if source.error is not None:
             raise _as_snapshot_error(table, source.error) from None
         raise SnapshotError(f"cannot load {table.key}: {describe_error(exc)}") from None
     except Exception as exc:
+        interrupt.raise_if_received()
         raise _as_snapshot_error(table, source.error or exc) from None
     finally:
         source.close()

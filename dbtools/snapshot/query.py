@@ -2,6 +2,10 @@
 
 Every table becomes a DuckDB view under its bare name ("User") and, for schemas other than
 main, also as "schema"."table"; the database is in-memory, so nothing is ever written.
+
+Nothing outside the snapshot is ever read: every file the manifest lists is checked to lie
+inside the snapshot directory with no symlink on the way, and DuckDB is then locked to exactly
+those files (no other file, no COPY TO, no ATTACH, no extension) before the user's SQL runs.
 """
 
 from __future__ import annotations
@@ -32,6 +36,21 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def _arrow(paths: list[Path]) -> Any:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    parts = [pq.read_table(p) for p in paths]
+    return pa.concat_tables(parts) if parts else pa.table({})
+
+
+def _shown(value: Any) -> Any:
+    """A BLOB (bytea) as PostgreSQL shows it, `\\x` + hex, in text and in JSON alike."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "\\x" + bytes(value).hex()
+    return value
+
+
 def query_snapshot(path: Path, sql: str, *, limit: int | None = 1000) -> QueryResult:
     """Run one SQL statement over the snapshot; at most `limit` rows are returned."""
     try:
@@ -41,18 +60,30 @@ def query_snapshot(path: Path, sql: str, *, limit: int | None = 1000) -> QueryRe
             "snapshot query needs DuckDB, which is not installed",
             hint="pip install 'dbtools[query]' (or pip install duckdb)",
         ) from None
-    manifest = fmt.read_manifest(Path(path))
+    directory = Path(path)
+    manifest = fmt.read_manifest(directory)
+    files = {key: fmt.table_files(directory, entry) for key, entry in manifest.tables.items()}
     con = duckdb.connect(":memory:")
     try:
         schemas = {t.schema for t in manifest.tables.values()} - {"main"}
         for schema in sorted(schemas):
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {_ident(schema)}")
-        for entry in manifest.tables.values():
-            files = ", ".join(_literal(str(Path(path) / rel)) for rel in entry.files)
-            source = f"SELECT * FROM read_parquet([{files}])"
+        allowed: list[str] = []
+        for key, entry in manifest.tables.items():
+            paths = [str(p) for p in files[key]]
+            if any(c in p for p in paths for c in "*?[{"):
+                # DuckDB would expand these as a glob: read the checked files ourselves.
+                con.register(f"__dbtools_{len(allowed)}_{entry.name}", _arrow(files[key]))
+                source = f"SELECT * FROM {_ident(f'__dbtools_{len(allowed)}_{entry.name}')}"
+            else:
+                source = f"SELECT * FROM read_parquet([{', '.join(map(_literal, paths))}])"
+            allowed += paths
             con.execute(f"CREATE VIEW {_ident(entry.name)} AS {source}")
             if entry.schema != "main":
                 con.execute(f"CREATE VIEW {_ident(entry.schema)}.{_ident(entry.name)} AS {source}")
+        con.execute(f"SET allowed_paths = [{', '.join(map(_literal, allowed))}]")
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
         try:
             cur = con.execute(sql)
         except duckdb.Error as exc:
@@ -63,7 +94,7 @@ def query_snapshot(path: Path, sql: str, *, limit: int | None = 1000) -> QueryRe
         columns = [d[0] for d in cur.description]
         fetched = cur.fetchmany(limit + 1) if limit is not None else cur.fetchall()
         truncated = limit is not None and len(fetched) > limit
-        rows = [list(r) for r in (fetched[:limit] if limit is not None else fetched)]
+        rows = [[_shown(v) for v in r] for r in (fetched[:limit] if limit is not None else fetched)]
         return QueryResult(columns, rows, truncated)
     finally:
         con.close()

@@ -2,10 +2,26 @@
 
 `load_snapshot` is the one load used by `dbtools restore` and by sync-data:
 verify the snapshot -> same schema as the target (else SafetyError with the object diff) ->
-lock every table (waiting at most lock_timeout_seconds) -> keep preserved tables' rows aside
--> TRUNCATE the table set -> COPY in foreign-key order -> put preserved rows back -> set
-sequences -> re-count and re-hash every table against the manifest -> the caller's
-before_commit checks -> COMMIT. Any failure rolls back: the target keeps its data.
+lock every table (waiting at most lock_timeout_seconds) -> refuse (SafetyError) when a table
+that is not loaded has a foreign key into one that is (TRUNCATE would fail) or a loaded
+table's default draws from a sequence no snapshot sets (`refuse_outside_references`, which
+every caller also runs before it locks anything) -> keep preserved
+tables' rows aside -> hold off user triggers -> TRUNCATE the table set -> COPY in foreign-key
+order -> put preserved rows back -> fire the deferred checks -> set every trigger back to its
+own state -> set sequences -> re-count and re-hash every table against the manifest ->
+refresh the materialized views that read the loaded tables -> the caller's before_commit
+checks -> COMMIT. Any failure rolls back: the target keeps its data.
+
+Every statement names a table's own rows (`Table.only`: ONLY, except for a partitioned
+table, whose rows are its partitions'): inheritance children are tables of their own.
+
+User triggers (not internal ones, not CONSTRAINT TRIGGERs) would rewrite what is restored (a
+BEFORE trigger computing a column) or write elsewhere (AFTER and TRUNCATE triggers); they are
+disabled one by one with ALTER TABLE ONLY ... DISABLE TRIGGER, which needs table ownership,
+not superuser. On PostgreSQL 15 a partitioned table's trigger is cloned to each partition,
+where each clone has its own state and ALTER TABLE without ONLY on the parent reaches every
+clone; so each trigger of the tables and their partitions is set back to the state it had,
+parents first, and the states are compared before commit.
 
 Cycles of foreign keys cannot be satisfied table by table; their constraints are made
 DEFERRABLE INITIALLY DEFERRED inside the transaction (ALTER CONSTRAINT needs table ownership,
@@ -21,7 +37,7 @@ in autocommit mode, so no helper can end the load half-way.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,11 +46,10 @@ import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
 
-from dbtools import catalog, db, safety
-from dbtools.config import Settings, redact
+from dbtools import catalog, db, faults, permit, safety
+from dbtools.config import Settings
 from dbtools.db import Conn, Progress, quote_ident
 from dbtools.errors import (
-    ConnectionFailed,
     DbtoolsError,
     LockBusy,
     SafetyError,
@@ -50,6 +65,10 @@ class LoadResult:
     tables: dict[str, dict[str, Any]]  # key -> rows_before, rows_after, preserved
     sequences: int = 0
     deferred_constraints: list[str] = field(default_factory=list)
+    # Materialized views refreshed in the load's transaction, in the order they were refreshed.
+    refreshed: list[str] = field(default_factory=list)
+    # User triggers held off during the load ("schema.table.trigger"), then set back.
+    suspended_triggers: list[str] = field(default_factory=list)
 
     @property
     def rows(self) -> int:
@@ -62,6 +81,8 @@ class LoadResult:
             "rows": self.rows,
             "sequences": self.sequences,
             "deferred_constraints": self.deferred_constraints,
+            "refreshed": self.refreshed,
+            "suspended_triggers": self.suspended_triggers,
         }
 
 
@@ -86,11 +107,10 @@ class RestoreResult:
 
 
 class SchemaMismatch(SafetyError):
-    """The target's schema is not the snapshot's; `diff` holds the object-level lines."""
+    """The target's schema is not the snapshot's; the message names the objects that differ."""
 
-    def __init__(self, message: str, diff: list[str]) -> None:
+    def __init__(self, message: str) -> None:
         super().__init__(message, hint="apply the same migrations to both sides first")
-        self.diff = diff
 
 
 def _say(progress: Progress, text: str) -> None:
@@ -124,8 +144,7 @@ def _check_schema(conn: Conn, manifest: fmt.Manifest, schemas: list[str], when: 
     lines = catalog.diff_objects(manifest.schema_objects, objects).lines("snapshot", "target")
     shown = "; ".join(lines[:20]) + (f"; ... {len(lines) - 20} more" if len(lines) > 20 else "")
     raise SchemaMismatch(
-        f"the target's schema {when} differs from the snapshot's ({len(lines)} objects): {shown}",
-        lines,
+        f"the target's schema {when} differs from the snapshot's ({len(lines)} objects): {shown}"
     )
 
 
@@ -142,19 +161,23 @@ def lock_tables(
     skip = catalog.normalize_table_names(exclude, schemas[0] if schemas else "public")
     rows = _exec(
         conn,
-        "SELECT n.nspname, c.relname FROM pg_class c "
+        "SELECT n.nspname, c.relname, c.relkind FROM pg_class c "
         "JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND n.nspname = ANY(%s) "
         "ORDER BY 1, 2",
         (list(schemas),),
     )
     locked = []
-    for schema, name in rows:
+    for schema, name, kind in rows:
         key = f"{schema}.{name}"
         if name in catalog.BOOKKEEPING_TABLES or key in skip:
             continue
+        # An inheritance parent is locked alone (ONLY): its children are listed on their own
+        # when synced, and an excluded child (or one in another schema) is none of ours to
+        # hold. A partitioned table is locked with its partitions, which receive its rows.
+        only = "" if kind == "p" else "ONLY "
         try:
-            _exec(conn, f"LOCK TABLE {db.qualified(schema, name)} IN {mode} MODE")
+            _exec(conn, f"LOCK TABLE {only}{db.qualified(schema, name)} IN {mode} MODE")
         except psycopg2.errors.LockNotAvailable:
             raise LockBusy(
                 f"table {key} is locked by another connection (waited {timeout:g}s, "
@@ -174,42 +197,137 @@ def _orphans(conn: Conn, temp: str, fk: catalog.ForeignKey, ref: catalog.Table) 
     rows = _exec(
         conn,
         f"SELECT count(*) FROM {quote_ident(temp)} k WHERE {not_null} "
-        f"AND NOT EXISTS (SELECT 1 FROM {ref.qualified} r WHERE {match})",
+        f"AND NOT EXISTS (SELECT 1 FROM {ref.only} r WHERE {match})",
     )
     return int(rows[0][0])
+
+
+def _constraint_ref(fk: catalog.ForeignKey) -> tuple[str, str]:
+    """(quoted relation declaring the constraint, schema-qualified constraint name)."""
+    schema, _, name = fk.declared_on.partition(".")
+    return db.qualified(schema, name), f"{quote_ident(schema)}.{quote_ident(fk.name)}"
 
 
 def _defer_cycles(conn: Conn, cyclic: list[catalog.ForeignKey]) -> list[catalog.ForeignKey]:
     """Make cyclic FKs deferred for this transaction; return those we altered."""
     altered = []
     for fk in cyclic:
-        schema, _, name = fk.table.partition(".")
-        table = db.qualified(schema, name)
+        table, constraint = _constraint_ref(fk)
         if not fk.deferrable:
+            # On a partitioned table the change reaches the partitions' clones of the key.
             _exec(
                 conn,
                 f"ALTER TABLE {table} ALTER CONSTRAINT {quote_ident(fk.name)} "
                 "DEFERRABLE INITIALLY DEFERRED",
             )
             altered.append(fk)
-        _exec(conn, f"SET CONSTRAINTS {quote_ident(schema)}.{quote_ident(fk.name)} DEFERRED")
+        _exec(conn, f"SET CONSTRAINTS {constraint} DEFERRED")
     return altered
 
 
 def _undefer(
     conn: Conn, cyclic: list[catalog.ForeignKey], altered: list[catalog.ForeignKey]
 ) -> None:
-    for fk in cyclic:
-        schema = fk.table.partition(".")[0]
-        # Fires the pending checks now, so a broken reference fails before commit.
-        _exec(conn, f"SET CONSTRAINTS {quote_ident(schema)}.{quote_ident(fk.name)} IMMEDIATE")
+    # Fires every pending check now (cycles and the schema's own INITIALLY DEFERRED keys), so
+    # a broken reference fails before commit, and no table is left with pending trigger
+    # events, which would make the ALTER TABLEs below and in _resume_triggers fail.
+    _exec(conn, "SET CONSTRAINTS ALL IMMEDIATE")
     for fk in altered:
-        schema, _, name = fk.table.partition(".")
+        table, _ = _constraint_ref(fk)
         _exec(
             conn,
-            f"ALTER TABLE {db.qualified(schema, name)} ALTER CONSTRAINT "
+            f"ALTER TABLE {table} ALTER CONSTRAINT "
             f"{quote_ident(fk.name)} NOT DEFERRABLE INITIALLY IMMEDIATE",
         )
+
+
+_TRIGGER_STATE_SQL = {
+    "O": "ENABLE TRIGGER",
+    "D": "DISABLE TRIGGER",
+    "R": "ENABLE REPLICA TRIGGER",
+    "A": "ENABLE ALWAYS TRIGGER",
+}
+
+
+def _set_trigger(conn: Conn, trigger: catalog.TriggerState, state: str) -> None:
+    # ONLY: each partition's clone of a parent's trigger has a state of its own.
+    _exec(
+        conn,
+        f"ALTER TABLE ONLY {trigger.qualified} {_TRIGGER_STATE_SQL[state]} "
+        f"{quote_ident(trigger.name)}",
+    )
+
+
+def _suspend_triggers(conn: Conn, tables: list[catalog.Table]) -> list[catalog.TriggerState]:
+    """Hold off the user triggers of the loaded tables and their partitions; return their
+    states as found. A restore stores the rows as snapshotted: a BEFORE trigger would rewrite
+    them (the hashes would differ), an AFTER or TRUNCATE trigger would write elsewhere.
+
+    ALTER TABLE ... DISABLE TRIGGER needs table ownership, not superuser (unlike
+    session_replication_role), and is part of the transaction: a rollback undoes it.
+    Foreign keys and CONSTRAINT TRIGGERs (checks) stay on.
+    """
+    triggers = catalog.user_triggers(conn, tables)
+    for trigger in triggers:  # parents first: a parent's change may reach its partitions
+        if trigger.enabled != "D":
+            _set_trigger(conn, trigger, "D")
+    return triggers
+
+
+def _resume_triggers(
+    conn: Conn, tables: list[catalog.Table], found: list[catalog.TriggerState]
+) -> None:
+    """Set every trigger back to its own state, parents before partitions (so that a server
+    where a parent's change reaches the partitions still ends with each partition's own
+    state), and prove that every trigger's state is what it was."""
+    for trigger in found:
+        if trigger.enabled != "D" or trigger.level > 0:
+            _set_trigger(conn, trigger, trigger.enabled)
+    now = catalog.user_triggers(conn, tables)
+    if now != found:
+        changed = sorted(
+            {f"{t.relation}.{t.name}={t.enabled}" for t in now}
+            ^ {f"{t.relation}.{t.name}={t.enabled}" for t in found}
+        )
+        raise VerificationFailed(
+            "the triggers' states could not be set back to what they were "
+            f"({', '.join(changed[:10])}); nothing was changed"
+        )
+
+
+def _refresh_matviews(conn: Conn, tables: list[catalog.Table], progress: Progress) -> list[str]:
+    """Refresh the populated materialized views that read the loaded tables, in dependency
+    order, in the load's transaction; one created WITH NO DATA stays unpopulated."""
+    refreshed = []
+    for view in catalog.dependent_matviews(conn, tables):
+        if not view.populated:
+            continue
+        _exec(conn, f"REFRESH MATERIALIZED VIEW {view.qualified}")
+        refreshed.append(view.key)
+        _say(progress, f"refreshed materialized view {view.key}")
+    return refreshed
+
+
+def refuse_outside_references(conn: Conn, schemas: Sequence[str], excluded: Iterable[str]) -> None:
+    """SafetyError (exit 3), one line, when something outside the tables a load empties ties
+    to them (catalog.outside_dependencies): a table that is not loaded references one that is
+    (TRUNCATE would be refused, CASCADE would empty a table nobody asked to empty), or a
+    loaded table's default draws from a sequence no snapshot sets. Callers run it before
+    they lock or write anything; the load runs it again under its locks."""
+    found = catalog.outside_dependencies(conn, schemas, excluded)
+    if found:
+        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        raise SafetyError(
+            f"{found[0].line}{more}; nothing was changed",
+            hint="`dbtools verify` lists every one",
+        )
+
+
+def _insert_empty_rows(conn: Conn, table: catalog.Table, rows: int) -> int:
+    """A table without columns: its content is its row count."""
+    if rows:
+        _exec(conn, f"INSERT INTO {table.qualified} SELECT FROM generate_series(1, %s)", (rows,))
+    return rows
 
 
 def _setval(conn: Conn, seq: dict[str, Any]) -> None:
@@ -242,8 +360,13 @@ def _run_load(
     # Under our locks nothing can change the tables' schema until we commit.
     cat = catalog.read_catalog(conn, schemas, settings.excluded_tables, sequence_values=False)
     _check_schema(conn, manifest, schemas, "before the load")
+    # Again under the locks, for the snapshot's own schemas: the callers' check ran before
+    # any lock, and only now can no foreign key or default of these tables change.
+    refuse_outside_references(conn, schemas, settings.excluded_tables)
     excluded_now = set(cat.excluded)
-    target_keys = {t.key for t in cat.tables}
+    # Snapshots taken before tables without columns were exported do not list them; such a
+    # table is left as it is rather than emptied.
+    target_keys = {t.key for t in cat.tables if t.columns or t.key in manifest.tables}
     missing = sorted(target_keys - set(manifest.tables))
     if missing:
         raise SnapshotError(
@@ -266,10 +389,12 @@ def _run_load(
         _exec(
             conn,
             f"CREATE TEMP TABLE {quote_ident(temps[key])} ON COMMIT DROP AS "
-            f"SELECT {cols} FROM {table.qualified}",
+            f"SELECT {cols} FROM {table.only}",
         )
+    # Before the TRUNCATE: its own triggers must not fire either.
+    triggers = _suspend_triggers(conn, ordered)
     if ordered:
-        _exec(conn, "TRUNCATE " + ", ".join(t.qualified for t in ordered))
+        _exec(conn, "TRUNCATE " + ", ".join(t.only for t in ordered))
     _say(progress, f"cleared {len(ordered)} tables")
     altered = _defer_cycles(conn, cyclic)
     for table in ordered:
@@ -280,6 +405,8 @@ def _run_load(
                     continue
                 if fk.ref_table == table.key:
                     continue  # kept rows come back together with the rows they reference
+                if fk.declared_on != fk.table:
+                    continue  # a partition's own key binds some rows only: the key checks it
                 if order.index(fk.ref_table) > order.index(table.key):
                     continue  # loaded later (a cycle): the deferred check covers it
                 lost = _orphans(conn, temps[table.key], fk, by_key[fk.ref_table])
@@ -295,18 +422,23 @@ def _run_load(
                 if any(c.identity == "a" for c in table.copy_columns)
                 else ""
             )
+            target = f"{table.qualified} ({cols})" if cols else table.qualified
             _exec(
                 conn,
-                f"INSERT INTO {table.qualified} ({cols}){override} "
+                f"INSERT INTO {target}{override} "
                 f"SELECT {cols} FROM {quote_ident(temps[table.key])}",
             )
             rows = before[table.key]
         else:
-            rows = load.load_table(conn, table, path, list(entry.files), entry.columns)
+            if table.columns:
+                rows = load.load_table(conn, table, path, list(entry.files), entry.columns)
+            else:
+                rows = _insert_empty_rows(conn, table, entry.rows)
             if rows != entry.rows:
                 raise VerificationFailed(
                     f"{table.key}: loaded {rows} rows, the snapshot has {entry.rows}"
                 )
+        faults.pause("load.table")
         result[table.key] = {
             "rows_before": before[table.key],
             "rows_after": rows,
@@ -314,6 +446,7 @@ def _run_load(
         }
         _say(progress, f"loaded {table.key}: {rows} rows")
     _undefer(conn, cyclic, altered)
+    _resume_triggers(conn, ordered, triggers)
 
     sequences = 0
     for key in order:
@@ -342,15 +475,18 @@ def _run_load(
                 f"{table.key}: content hash after the load {got} differs from the snapshot's "
                 f"{entry.content_hash}"
             )
-    _check_schema(conn, manifest, schemas, "after the load")
     _say(progress, "row counts and content hashes match the snapshot")
+    refreshed = _refresh_matviews(conn, ordered, progress)
+    _check_schema(conn, manifest, schemas, "after the load")
     if before_commit is not None:
         before_commit(conn)
     return LoadResult(
         snapshot=path,
         tables=result,
         sequences=sequences,
-        deferred_constraints=[f"{fk.table}.{fk.name}" for fk in cyclic],
+        deferred_constraints=[f"{fk.declared_on}.{fk.name}" for fk in cyclic],
+        refreshed=refreshed,
+        suspended_triggers=[f"{t.relation}.{t.name}" for t in triggers if t.enabled != "D"],
     )
 
 
@@ -362,27 +498,52 @@ def load_snapshot(
     preserved: Iterable[str] = (),
     before_commit: Callable[[Conn], None] | None = None,
     progress: Progress = None,
+    in_transaction: bool = False,
 ) -> LoadResult:
     """Replace the contents of conn's tables by the snapshot's, in one transaction (module doc).
 
     preserved: table keys or bare names whose current rows are kept (their snapshot rows are
     ignored). Anything uncommitted on conn is rolled back first: the load is its own transaction.
+
+    in_transaction: the caller already opened the transaction (explicit BEGIN on an autocommit
+    connection, as the sync guard does) and will COMMIT or ROLLBACK it; the load then runs
+    inside it and never ends it, so the caller can write more before its one commit.
     """
+    # A connection could reach any database: the load writes only the one a write session
+    # approved (the guard's on prod, restore()'s on dev), whoever calls it.
+    permit.require("load a snapshot", db.identity(conn), env=None)
     path = Path(snapshot_path)
     manifest = verified_manifest(path)
     _say(progress, f"snapshot {path} verified: {len(manifest.tables)} tables")
+    if in_transaction and not (
+        conn.autocommit
+        and conn.get_transaction_status() == psycopg2.extensions.TRANSACTION_STATUS_INTRANS
+    ):
+        raise DbtoolsError("load_snapshot(in_transaction=True) needs an open explicit BEGIN")
     was_autocommit = conn.autocommit
-    if not was_autocommit:
-        conn.rollback()
-    conn.autocommit = True
+    if not in_transaction:
+        if not was_autocommit:
+            conn.rollback()
+        conn.autocommit = True
     try:
-        _exec(conn, "BEGIN")
+        if not in_transaction:
+            _exec(conn, "BEGIN")
         try:
+            lock_tables(
+                conn,
+                list(manifest.schemas),
+                settings.excluded_tables,
+                "ACCESS EXCLUSIVE",
+                settings.lock_timeout_seconds,
+            )
+            faults.pause("load.locked")
             result = _run_load(conn, path, manifest, settings, preserved, before_commit, progress)
-            _exec(conn, "COMMIT")
+            if not in_transaction:
+                _exec(conn, "COMMIT")
         except BaseException:
-            with contextlib.suppress(psycopg2.Error):
-                _exec(conn, "ROLLBACK")
+            if not in_transaction:
+                with contextlib.suppress(psycopg2.Error):
+                    _exec(conn, "ROLLBACK")
             raise
     except DbtoolsError:
         raise
@@ -401,54 +562,41 @@ def load_snapshot(
             "the load was rolled back"
         ) from None
     finally:
-        with contextlib.suppress(psycopg2.Error):
-            conn.autocommit = was_autocommit
+        if not in_transaction:
+            with contextlib.suppress(psycopg2.Error):
+                conn.autocommit = was_autocommit
     return result
-
-
-def _other_side(settings: Settings, env: str) -> tuple[db.Target, db.Identity] | None:
-    """The opposite side's identity when its URL is configured and it answers."""
-    other = "prod" if env == "dev" else "dev"
-    if not settings.urls.get(other):
-        return None
-    try:
-        t = db.target(settings, other)
-        conn = db.connect(t, purpose="read", settings=settings)
-    except (ConnectionFailed, DbtoolsError):
-        return None
-    try:
-        return t, db.identity(conn)
-    finally:
-        conn.close()
 
 
 def restore(
     settings: Settings, path: Path, env: str, *, progress: Progress = None
 ) -> RestoreResult:
-    """`dbtools restore`: load a snapshot into env after the safety rules allow writing it.
-
-    It takes no backup of its own: the sync pipelines wrap it with one.
+    """`dbtools restore --target dev`: load a snapshot into dev after the safety rules allow
+    writing it (dev takes no backup). Prod is refused here: its restore is sync.restore_prod.
     """
     from dbtools.snapshot.archive import resolve_path
 
+    if env == "prod":
+        # Into prod a restore is a pipeline of its own (sync.restore_prod): the guard's lock,
+        # a verified backup, the load in its transaction and prod's history row.
+        raise SafetyError(
+            "refusing to restore into prod outside its guarded pipeline; nothing was changed",
+            hint="use `dbtools restore PATH --target prod` or dbtools.sync.restore_prod",
+        )
     snapshot = resolve_path(settings, str(path), env)
     t = db.target(settings, env)
     conn = db.connect(t, purpose="write", settings=settings)
-    warnings: list[str] = []
     try:
-        ident = db.identity(conn)
-        other = _other_side(settings, env)
-        if other is None:
-            safety.assert_writable(t, ident)
-            warnings.append(
-                f"the {'prod' if env == 'dev' else 'dev'} database could not be checked "
-                "for being a different database"
-            )
-        else:
-            safety.assert_writable(t, ident, other[0], other[1])
+        # An opposite side that is configured but cannot be identified refuses the write:
+        # "dev and prod are two databases" must be checked, never skipped (safety module).
+        ident = safety.approve_write(settings, t, conn)
+        # Before the load's ACCESS EXCLUSIVE locks: they stop even the application's reads (and
+        # may wait lock_timeout_seconds for them), only for the load to refuse under them.
+        refuse_outside_references(conn, settings.schemas, settings.excluded_tables)
         _say(progress, f"restoring {snapshot} into {env} ({t.masked})")
-        load = load_snapshot(conn, snapshot, settings=settings, progress=progress)
-        return RestoreResult(snapshot, env, ident.database, load, [redact(w) for w in warnings])
+        with permit.granted(permit.Permit(env, "restore", ident)):  # approved just above
+            load = load_snapshot(conn, snapshot, settings=settings, progress=progress)
+        return RestoreResult(snapshot, env, ident.database, load, [])
     finally:
         conn.close()
 
@@ -458,6 +606,7 @@ __all__ = [
     "RestoreResult",
     "SchemaMismatch",
     "load_snapshot",
+    "refuse_outside_references",
     "restore",
     "verified_manifest",
 ]

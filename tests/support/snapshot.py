@@ -1,4 +1,4 @@
-"""Shared material of the snapshot tests: a small schema with the hard cases, and helpers.
+"""The snapshot tests' material: a small schema with the hard cases, and helpers.
 
 The schema has quoted camelCase names, an enum and an enum array, jsonb and jsonb[], numeric,
 float8 with NaN/Infinity, bytea, timestamp(3), a self-reference, a foreign-key cycle (no
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from dbtools.config import Settings, load_settings
 
-from conftest import execute
+from support.db import execute
 
 SCHEMA = """
 CREATE TYPE "UserRole" AS ENUM ('CLIENT', 'BUILDER', 'ADMIN');
