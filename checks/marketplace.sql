@@ -5,7 +5,12 @@
 --   -- description: <text>      one line for people
 --   -- expect: [rows] OP RHS    OP = != > >= < <=; RHS a number, true/false, 'text' or dev
 --   -- builtin: <name>          a check computed by dbtools itself (schema_matches_dev)
+--   -- list: <name>             starts a listing: `dbtools check --list <name>` prints its rows
 -- "dev" runs the same query on dev (read-only) and compares with its result.
+-- A check's (or list's) query is exactly one read-only SELECT, VALUES or TABLE statement (no
+-- INTO, no INSERT/UPDATE/DELETE in a WITH, no FOR UPDATE, no second statement): dbtools
+-- refuses the file otherwise, and runs each query read-only under a savepoint it rolls back.
+-- What `dbtools verify` shows of each side is in summary.sql, in the same format.
 
 -- check: builders_visible
 -- description: all builders visible in the marketplace (searchable), as many as in dev
@@ -50,3 +55,10 @@ JOIN "User" u ON u.id = b."userId"
 WHERE b.searchable
 ORDER BY b.featured DESC, b."validationTier" DESC, b.rating DESC NULLS LAST
 LIMIT 9;
+
+-- list: builders
+-- description: every builder profile (name, email, flags), in listing order
+SELECT coalesce(b."displayName", u.name) AS name, u.email, b.searchable,
+       u."isDemo" AS demo, b.featured, b.headline
+FROM "BuilderProfile" b JOIN "User" u ON u.id = b."userId"
+ORDER BY b.featured DESC, b."validationTier" DESC, b.rating DESC NULLS LAST, u.email;

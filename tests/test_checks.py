@@ -6,6 +6,7 @@ These tests build a small marketplace schema by hand so they do not depend on mi
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import psycopg2
@@ -15,7 +16,8 @@ from dbtools import checks
 from dbtools.config import load_settings
 from dbtools.errors import ConfigError
 
-from conftest import Project, execute
+from support.db import execute
+from support.project import REPO, Project
 
 SCHEMA = """
 CREATE TABLE "User" (id text PRIMARY KEY, name text, email text UNIQUE NOT NULL, image text,
@@ -92,17 +94,24 @@ def test_missing_column_is_a_failure_not_an_empty_marketplace(market: Project) -
 
 
 def test_check_never_writes_the_target(market: Project, tmp_path: Path) -> None:
+    """A writing check is refused when the file is read (exit 2, one line naming file and
+    check), before any connection; the target keeps its rows."""
     populate(market.prod_url)
     cdir = tmp_path / "evil"
     cdir.mkdir()
     (cdir / "a.sql").write_text(
         '-- check: sneaky\n-- expect: rows >= 0\nDELETE FROM "BuilderProfile" RETURNING id;\n'
     )
-    settings = load_settings(market.root)
-    settings = type(settings)(**{**settings.__dict__, "checks_dir": cdir})
-    report = checks.run_checks_on(settings, "prod")
-    assert not report.ok  # a read-only transaction refuses the DELETE
-    assert "read-only" in report.results[0].message
+    cfg = market.root / "setup.cfg"
+    cfg.write_text(
+        cfg.read_text().replace(f"checks_dir = {REPO / 'checks'}", f"checks_dir = {cdir}")
+    )
+    result = market.invoke("check", "--target", "prod")
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines() == [
+        f"error: {cdir / 'a.sql'}:1: check 'sneaky' is a DELETE statement; "
+        "a check must be exactly one read-only query (SELECT, VALUES or TABLE)"
+    ]
     assert execute(market.prod_url, 'SELECT count(*) FROM "BuilderProfile"') == [(4,)]
 
 
@@ -161,12 +170,90 @@ def test_whole_result_compared_with_dev(market: Project) -> None:
 
 def test_list_builders(market: Project) -> None:
     populate(market.prod_url)
-    result = market.invoke("check", "--target", "prod", "--list-builders")
+    result = market.invoke("check", "--target", "prod", "--list", "builders")
     assert result.exit_code == 0, result.output
-    assert "4 builders on prod" in result.output
+    assert "builders on prod: 4 rows" in result.output
     assert "liam@buildappswith.com" in result.output
 
 
+def test_unknown_list_is_a_config_error_naming_the_lists(market: Project) -> None:
+    result = market.invoke("check", "--target", "prod", "--list", "nope")
+    assert result.exit_code == 2
+    assert "no list 'nope'" in result.output and "builders" in result.output
+
+
+def test_a_list_of_another_schema_comes_from_its_checks_dir(project: Project) -> None:
+    execute(
+        project.prod_url,
+        "CREATE TABLE customers (id int PRIMARY KEY, name text, vip boolean, since date);"
+        "INSERT INTO customers VALUES (1, 'Ada', true, '2024-01-02'), (2, 'Bo', false, NULL)",
+    )
+    cdir = project.root / "own_checks"
+    cdir.mkdir()
+    (cdir / "shop.sql").write_text(
+        "-- check: has_customers\n-- expect: > 0\nSELECT count(*) FROM customers;\n\n"
+        "-- list: customers\n-- description: every customer\n"
+        "SELECT name, vip, since FROM customers ORDER BY id;\n"
+    )
+    cfg = project.root / "setup.cfg"
+    cfg.write_text(
+        "\n".join(
+            f"checks_dir = {cdir}" if line.startswith("checks_dir") else line
+            for line in cfg.read_text().splitlines()
+        )
+        + "\n"
+    )
+    result = project.invoke("check", "--target", "prod", "--list", "customers", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["lists"]["customers"] == [
+        {"name": "Ada", "vip": True, "since": "2024-01-02"},
+        {"name": "Bo", "vip": False, "since": None},
+    ]
+    text = project.invoke("check", "--target", "prod", "--list", "customers").output
+    assert "customers on prod: 2 rows" in text
+    assert re.search(r"Ada\s+yes\s+2024-01-02", text), text
+
+
+@pytest.mark.pure
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("-- summary: a\n-- expect: = 1\nSELECT 1;\n", "a summary takes only description"),
+        ("-- list: a\n-- builtin: schema_matches_dev\n", "a list takes only description"),
+        ("-- summary: a\n-- description: A\n", "summary 'a' has no query"),
+        ("-- summary: a\nSELECT 1;\n-- summary: a\nSELECT 2;\n", "summary 'a' is declared twice"),
+        ("-- list: two words\nSELECT 1;\n", "list name 'two words' must be a single word"),
+        (
+            "-- summary: gone\nDELETE FROM t;\n",
+            "summary 'gone' is a DELETE statement; a summary must be exactly one read-only query",
+        ),
+        ("-- list: l\nSELECT * FROM t FOR UPDATE;\n", "a list must only read"),
+    ],
+)
+def test_malformed_summary_and_list_entries_name_file_and_line(text: str, needle: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        checks.parse_entries(text, "x.sql")
+    assert needle in info.value.message
+    assert info.value.message.startswith("x.sql:")
+
+
+@pytest.mark.pure
+def test_entries_of_each_kind_and_names_per_kind() -> None:
+    text = (
+        "-- check: n\n-- expect: = 1\nSELECT 1;\n"
+        "-- summary: n\n-- description: the n\nSELECT 2;\n"
+        "-- list: n\nSELECT 3, 4;\n"
+    )
+    got = checks.parse_entries(text, "x.sql")
+    assert [(e.kind, e.name, e.description, e.query) for e in got] == [
+        ("check", "n", "", "SELECT 1"),
+        ("summary", "n", "the n", "SELECT 2"),
+        ("list", "n", "", "SELECT 3, 4"),
+    ]
+    assert [c.name for c in checks.parse_checks(text, "x.sql")] == ["n"]
+
+
+@pytest.mark.pure
 @pytest.mark.parametrize(
     ("text", "needle"),
     [
@@ -188,6 +275,7 @@ def test_malformed_checks_name_file_and_line(text: str, needle: str) -> None:
     assert "x.sql:" in info.value.message
 
 
+@pytest.mark.pure
 def test_expectation_grammar() -> None:
     parsed = checks.parse_checks(
         "-- check: a\n-- expect: rows >= 2\n-- expect: != 'x''y'\n-- expect: < 1.5\nSELECT 1;\n"
@@ -201,6 +289,7 @@ def test_expectation_grammar() -> None:
     assert not c.needs_dev
 
 
+@pytest.mark.pure
 def test_repository_checks_parse() -> None:
     settings = load_settings(Path(__file__).resolve().parent.parent)
     names = [c.name for c in checks.load_checks(settings)]
@@ -208,6 +297,16 @@ def test_repository_checks_parse() -> None:
         names
     )
     assert "schema_matches_dev" in names and "marketplace_listing" in names
+    summary = [e.name for e in checks.load_summary(settings)]
+    assert summary == [
+        "users",
+        "builder_profiles",
+        "searchable_builders",
+        "demo_users",
+        "liam_com",
+        "buildappswith_ai_addresses",
+    ]
+    checks.load_list(settings, "builders")
 
 
 def test_cli_missing_checks_dir_is_config_error(market: Project) -> None:
