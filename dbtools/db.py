@@ -16,7 +16,7 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 
-from dbtools.config import Settings, mask_url, parse_url, redact
+from dbtools.config import Settings, UrlParts, mask_url, parse_url, redact
 from dbtools.errors import ConfigError, ConnectionFailed, LockBusy, SafetyError
 
 Conn = psycopg2.extensions.connection
@@ -47,17 +47,37 @@ class Target:
         return mask_url(self.url)
 
     @property
-    def parts(self) -> Any:
+    def parts(self) -> UrlParts:
         return parse_url(self.url)
 
     @property
     def is_pooler(self) -> bool:
-        return "-pooler" in self.parts.host
+        return any("-pooler" in h for h in self.parts.hosts)
 
     @property
     def is_local(self) -> bool:
-        host = self.parts.host
-        return host in LOCAL_HOSTS or host.startswith("127.") or host.startswith("/")
+        return all(
+            h in LOCAL_HOSTS or h.startswith("127.") or h.startswith("/")
+            for h in (self.parts.hosts or ("",))
+        )
+
+
+def libpq_params(t: Target, *, password: bool = True) -> dict[str, str]:
+    """libpq keyword parameters for t, built from its parsed parts (never a re-spelled URL)."""
+    return t.parts.libpq(password=password)
+
+
+def subprocess_target(t: Target, base: dict[str, str] | None = None) -> tuple[str, dict[str, str]]:
+    """How a libpq program (pg_dump, psql) reaches t: a conninfo string without the password
+    for `--dbname`, and an environment carrying it as PGPASSWORD (argv is readable by every
+    local user; the environment is not)."""
+    import os
+
+    parts = t.parts
+    env = dict(os.environ if base is None else base)
+    if parts.password is not None:
+        env["PGPASSWORD"] = parts.password
+    return parts.conninfo(password=False), env
 
 
 def target(settings: Settings, env: str) -> Target:
@@ -98,8 +118,11 @@ def connect(
     """Open a connection with dbtools' session settings, or raise a redacted dbtools error."""
     check_endpoint(t, purpose, allow_insecure=bool(settings and settings.allow_insecure))
     timeout = settings.connect_timeout_seconds if settings else 10
+    params = libpq_params(t)
+    params["connect_timeout"] = str(timeout)
+    params["application_name"] = f"dbtools-{t.env}"
     try:
-        conn = psycopg2.connect(t.url, connect_timeout=timeout, application_name=f"dbtools-{t.env}")
+        conn = psycopg2.connect(psycopg2.extensions.make_dsn(**params))
     except psycopg2.Error as exc:
         raise ConnectionFailed(
             f"cannot connect to {t.env} database {t.masked}: {_first_line(exc)}",
@@ -117,6 +140,14 @@ def connect(
         conn.close()
         raise ConnectionFailed(f"{t.env} database {t.masked}: {_first_line(exc)}") from None
     return conn
+
+
+def set_read_only(conn: psycopg2.extensions.connection) -> None:
+    """Make every later transaction of conn read-only: dev is never written by a sync."""
+    with conn.cursor() as cur:
+        cur.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+    if not conn.autocommit:
+        conn.commit()
 
 
 def _first_line(exc: BaseException) -> str:
@@ -181,6 +212,28 @@ def identity(conn: psycopg2.extensions.connection) -> Identity:
         user=row[4],
         ssl=bool(row[5]),
     )
+
+
+def same_database(a: Identity, b: Identity) -> bool:
+    """Whether two identities are one database: server (system identifier) and database oid;
+    where the server hides its identifier, the database name and oid have to do."""
+    if a.system_identifier != b.system_identifier:
+        return False
+    return a.database_oid == b.database_oid and a.database == b.database
+
+
+def assert_same_database(
+    t: Target, approved: Identity, conn: psycopg2.extensions.connection, what: str
+) -> None:
+    """A further connection of a command must reach the database the safety rules approved."""
+    got = identity(conn)
+    if not same_database(approved, got):
+        raise SafetyError(
+            f"{what} on the {t.env} side reached database {got.database!r} "
+            f"(oid {got.database_oid}), not {approved.database!r} (oid "
+            f"{approved.database_oid}) that the safety rules approved; nothing was written",
+            hint=f"check how the {t.env} URL spells the database name ({t.masked})",
+        )
 
 
 def was_idle(conn: psycopg2.extensions.connection) -> bool:

@@ -11,9 +11,18 @@ file starts with `-- transactional: false` (e.g. for CREATE INDEX CONCURRENTLY) 
 a transaction, as yoyo does it.
 
 Concurrency: yoyo's lock is a row in `yoyo_lock`, which a killed run leaves behind. dbtools
-also holds a session-level advisory lock for the whole run; it dies with its connection, so
-a yoyo lock row found while nobody holds the advisory lock is stale, and is reported as such
-together with the command that clears it (`dbtools migrate unlock`).
+first takes a session-level advisory lock (it dies with its connection), then writes yoyo's
+row itself, marked as its own: pid = minus the server pid of its migration connection (a
+plain `yoyo` writes its positive OS pid). So a dbtools row found while this run holds the
+advisory lock, and whose server process is gone, was left by a killed run (SIGKILL or
+SIGTERM at any point: the row is only ever written under the advisory lock) and is cleared
+at once. A positive row may be a live `yoyo` command: dbtools waits for it up to the lock
+timeout, then says so and names `dbtools migrate unlock`.
+
+Every connection goes to the database of the target's parsed URL parts (`db.libpq_params`):
+yoyo is handed a connection built from them, never a URL string to re-parse, and is checked
+to reach the same database (system identifier + oid) as the connection the safety rules
+approved before anything is written.
 """
 
 from __future__ import annotations
@@ -26,17 +35,19 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
+import sqlparse
 import yoyo
 import yoyo.exceptions
 from yoyo.backends.base import DatabaseBackend
+from yoyo.backends.core.postgresql import PostgresqlBackend
+from yoyo.connections import DatabaseURI
 from yoyo.migrations import Migration, read_sql_migration, topological_sort
 
-from dbtools import catalog, db, safety
+from dbtools import catalog, db, faults, permit, safety
 from dbtools.config import Settings
 from dbtools.db import Conn
 from dbtools.errors import (
@@ -105,6 +116,34 @@ def _statements(path: Path) -> list[str]:
 
 def _rollback_path(m: Migration) -> Path:
     return Path(m.path).with_suffix("").with_suffix(".rollback.sql")
+
+
+def _is_empty_sql(statement: str) -> bool:
+    return not sqlparse.format(statement, strip_comments=True).strip().strip(";").strip()
+
+
+def rollback_statements(m: Migration) -> list[str]:
+    """The statements that undo m, or a SafetyError (exit 3) naming the file when there are none.
+
+    An empty rollback file (or one of comments only) would "roll back" by forgetting the
+    migration while its changes stay: re-applying it then fails. Every rollback (`migrate
+    rollback`, the sync's rollback) refuses it the same way, before any change.
+    """
+    path = _rollback_path(m)
+    hint = f"write the statements that undo {m.id} in {path.name}"
+    if not path.is_file():
+        raise SafetyError(
+            f"refusing to roll back: {m.id} has no rollback file ({path}); nothing changed",
+            hint=hint,
+        )
+    statements = [s for s in _statements(path) if not _is_empty_sql(s)]
+    if not statements:
+        raise SafetyError(
+            f"refusing to roll back: the rollback file of {m.id} ({path}) has no statements "
+            "(only comments or whitespace); nothing changed",
+            hint=hint,
+        )
+    return statements
 
 
 # --- reading state (plain psycopg2 connections) -------------------------------------------
@@ -203,6 +242,17 @@ def status_summary(conn: Conn, settings: Settings) -> dict[str, Any]:
     return status_of(conn, settings.migrations_dir).as_dict()
 
 
+def assert_no_drift(conn: Conn, migrations_dir: Path, label: str) -> MigrationStatus:
+    """The status of the database behind conn; MigrationError (exit 1) when an applied file
+    changed since it was applied. Every path that applies or rolls back migrations calls
+    this (or goes through a function that does) before its first write: one refusal, one
+    message. Reads only."""
+    st = status_of(conn, Path(migrations_dir))
+    if st.drift:
+        raise drift_error(st, label)
+    return st
+
+
 def drift_error(st: MigrationStatus, label: str) -> MigrationError:
     names = ", ".join(st.drift)
     return MigrationError(
@@ -217,16 +267,37 @@ def drift_error(st: MigrationStatus, label: str) -> MigrationError:
 # --- the yoyo session -----------------------------------------------------------------------
 
 
-def _yoyo_url(url: str, label: str) -> str:
-    """The URL as yoyo wants it: every query parameter kept (sslmode, channel_binding, ...),
-    the path un-escaped because yoyo passes it to libpq verbatim, and a connect timeout."""
-    parts = urlsplit(url)
-    params = dict(parse_qsl(parts.query, keep_blank_values=True))
-    params.setdefault("connect_timeout", "10")
-    params.setdefault("application_name", f"dbtools-migrate-{label}")
-    return urlunsplit(
-        ("postgresql", parts.netloc, "/" + unquote(parts.path.lstrip("/")), urlencode(params), "")
-    )
+class _Backend(PostgresqlBackend):
+    """yoyo's PostgreSQL backend on a connection built from dbtools' parsed URL parts.
+
+    yoyo re-parses URL strings with urlsplit and hands the raw path to libpq: a database
+    named `a#b` (or `a?b`, `a%2Fb`) then became another database. Here yoyo never sees a
+    URL: its URI carries only the (decoded) name it uses in its own queries.
+    """
+
+    def __init__(self, params: dict[str, str], migration_table: str) -> None:
+        self._params = params
+        uri = DatabaseURI("postgresql", None, None, None, None, params["dbname"], {})
+        super().__init__(uri, migration_table)
+
+    def connect(self, dburi: DatabaseURI) -> Conn:
+        conn = psycopg2.connect(psycopg2.extensions.make_dsn(**self._params))
+        conn.autocommit = True  # as yoyo's own backend: it sends BEGIN/COMMIT itself
+        self.schema = None
+        return conn
+
+
+def _backend(t: db.Target, settings: Settings | None) -> DatabaseBackend:
+    """A yoyo backend connected to t; nothing written (yoyo's tables come later)."""
+    params = db.libpq_params(t)
+    params["connect_timeout"] = str(settings.connect_timeout_seconds if settings else 10)
+    params["application_name"] = f"dbtools-migrate-{t.env}"
+    try:
+        return _Backend(params, MIGRATION_TABLE)
+    except psycopg2.Error as exc:
+        raise ConnectionFailed(
+            f"cannot open {t.env} database {t.masked} for migrations: {db.describe_error(exc)}"
+        ) from None
 
 
 @dataclass
@@ -238,6 +309,8 @@ class _Session:
     guard: Conn
     migrations_dir: Path
     database: str
+    # Called before the first change: the guard's backup on prod, nothing elsewhere.
+    ensure_backup: Callable[[], object] = lambda: None
 
     @property
     def conn(self) -> Conn:
@@ -249,26 +322,29 @@ class _Session:
 
 @contextlib.contextmanager
 def _open(
-    t: db.Target, migrations_dir: Path, settings: Settings | None = None
+    t: db.Target,
+    migrations_dir: Path,
+    settings: Settings | None = None,
+    expect: db.Identity | None = None,
 ) -> Iterator[_Session]:
+    """A guard connection and a yoyo backend on t, both checked to be one database (and the
+    database `expect` names, when the caller approved one already). Nothing is written."""
     allow_insecure = bool(settings and settings.allow_insecure)
     db.check_endpoint(t, "migrate", allow_insecure=allow_insecure)
     guard = db.connect(t, purpose="lock", settings=settings)
     try:
+        ident = db.identity(guard)
+        if expect is not None and not db.same_database(expect, ident):
+            db.assert_same_database(t, expect, guard, "the migration lock connection")
+        backend = _backend(t, settings)
         try:
-            backend = yoyo.get_backend(_yoyo_url(t.url, t.env), migration_table=MIGRATION_TABLE)
-        except psycopg2.Error as exc:
-            raise ConnectionFailed(
-                f"cannot open {t.env} database {t.masked} for migrations: {db.describe_error(exc)}"
-            ) from None
-        try:
+            db.assert_same_database(t, ident, backend.connection, "yoyo's migration connection")
             timeout = settings.lock_timeout_seconds if settings else 10.0
             with backend.cursor() as cur:
                 cur.execute(db.SESSION_SQL)
                 # An ALTER queued behind an app's long transaction would make every query on
                 # that table queue behind it: give up after the lock timeout instead.
                 cur.execute(f"SET lock_timeout = '{int(timeout * 1000)}ms'")
-            ident = db.identity(guard)
             yield _Session(t, backend, guard, Path(migrations_dir), ident.database)
         finally:
             with contextlib.suppress(psycopg2.Error):
@@ -277,7 +353,13 @@ def _open(
         guard.close()
 
 
-def _stale_lock(s: _Session) -> tuple[int, str] | None:
+class ForeignLock(SafetyError):
+    """yoyo's lock is held by something that is not a dbtools run (a plain `yoyo`, or a run
+    of a dbtools that did not mark its rows): maybe alive, so never cleared on a guess."""
+
+
+def _lock_row(s: _Session) -> tuple[int, str] | None:
+    """(pid, ctime) of yoyo's lock row, if the table and a row exist; reads only."""
     with s.guard.cursor() as cur:
         cur.execute(f"SELECT to_regclass('{LOCK_TABLE}') IS NOT NULL")
         row = cur.fetchone()
@@ -290,9 +372,102 @@ def _stale_lock(s: _Session) -> tuple[int, str] | None:
     return (int(got[0]), str(got[1])) if got else None
 
 
+# The old name, kept for callers.
+_stale_lock = _lock_row
+
+
+def _server_process_alive(s: _Session, pid: int) -> bool:
+    with s.guard.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,))
+        alive = cur.fetchone() is not None
+    s.guard.rollback()
+    return alive
+
+
+def _try_yoyo_lock(s: _Session) -> bool:
+    """Write yoyo's lock row marked as dbtools' (under the advisory lock); False if taken.
+
+    A dbtools row left behind is cleared in the same transaction: while this run holds the
+    advisory lock no other dbtools run is alive, and a row whose server process is gone
+    cannot belong to a run that is still migrating.
+    """
+    backend = s.backend
+    try:
+        with backend.transaction():
+            cur = backend.execute(
+                f"SELECT pid FROM {LOCK_TABLE} WHERE pid < 0 AND NOT EXISTS "
+                "(SELECT 1 FROM pg_stat_activity a WHERE a.pid = -yoyo_lock.pid)"
+            )
+            for (pid,) in cur.fetchall():
+                backend.execute(f"DELETE FROM {LOCK_TABLE} WHERE pid = :pid", {"pid": pid})
+            backend.execute(
+                f"INSERT INTO {LOCK_TABLE} (locked, ctime, pid) "
+                "VALUES (1, now() AT TIME ZONE 'UTC', -pg_backend_pid())"
+            )
+    except psycopg2.Error:
+        return False
+    return True
+
+
+def _release_yoyo_lock(s: _Session) -> None:
+    with contextlib.suppress(psycopg2.Error):
+        if s.conn.get_transaction_status() != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
+            s.backend.rollback()
+        with s.backend.transaction():
+            s.backend.execute(f"DELETE FROM {LOCK_TABLE} WHERE pid = -pg_backend_pid()")
+
+
+def _held_error(
+    holder: tuple[int, str] | None, label: str, env: str, timeout: float
+) -> SafetyError:
+    """The refusal for a yoyo lock row that is not a dead dbtools run's: say whose it is."""
+    waited = f" (waited {timeout:g}s)" if timeout else ""
+    if holder is not None and holder[0] < 0:
+        return LockBusy(
+            f"{label}: a dbtools migration connection (server process {-holder[0]}) still "
+            f"holds the migration lock taken at {holder[1]} UTC{waited}; "
+            "try again when it has finished"
+        )
+    who = f"process {holder[0]}, taken at {holder[1]} UTC" if holder else "an unknown process"
+    return ForeignLock(
+        f"{label} has a migration lock held by {who}, which is not a dbtools run{waited}: "
+        "a plain `yoyo` command running now, or one (or an older dbtools) "
+        "killed before it released its lock; nothing was changed",
+        hint=f"if no `yoyo` is running against it, clear the lock with: "
+        f"dbtools migrate unlock --target {env} --yes",
+    )
+
+
+def _lock_held_error(s: _Session, label: str, timeout: float) -> SafetyError:
+    return _held_error(_lock_row(s), label, s.target.env, timeout)
+
+
+def clear_stale_lock(conn: Conn, label: str, env: str) -> None:
+    """In the caller's transaction, which holds dbtools' migration advisory lock: delete yoyo
+    lock rows left by killed dbtools runs; refuse when another row remains.
+
+    The sync pipelines run their migrations on their own connection (`migrate_txn`) instead
+    of taking yoyo's lock row; a row that is there means either a dead dbtools run (cleared
+    here, as `_try_yoyo_lock` does) or a `yoyo` command that may be migrating right now.
+    """
+    with conn.cursor() as cur:
+        cur.execute(f"SELECT to_regclass('{LOCK_TABLE}') IS NOT NULL")
+        row = cur.fetchone()
+        if not (row and row[0]):
+            return
+        cur.execute(
+            f"DELETE FROM {LOCK_TABLE} WHERE pid < 0 AND NOT EXISTS "
+            "(SELECT 1 FROM pg_stat_activity a WHERE a.pid = -yoyo_lock.pid)"
+        )
+        cur.execute(f"SELECT pid, ctime FROM {LOCK_TABLE} LIMIT 1")
+        got = cur.fetchone()
+    if got is not None:
+        raise _held_error((int(got[0]), str(got[1])), label, env, 0)
+
+
 @contextlib.contextmanager
 def _locked(s: _Session, timeout: float) -> Iterator[None]:
-    """Hold dbtools' run lock and yoyo's lock; wait up to timeout seconds for either."""
+    """Hold dbtools' run lock, then yoyo's lock; wait up to timeout seconds for either."""
     label = f"{s.target.env} database {s.database}"
     deadline = time.monotonic() + timeout
     with contextlib.ExitStack() as stack:
@@ -307,17 +482,15 @@ def _locked(s: _Session, timeout: float) -> Iterator[None]:
                         f"(waited {timeout:g}s); try again when it has finished"
                     ) from None
                 time.sleep(min(0.25, timeout))
-        try:
-            stack.enter_context(s.backend.lock(timeout=max(timeout, 0.1)))
-        except yoyo.exceptions.LockTimeout:
-            holder = _stale_lock(s)
-            who = f"process {holder[0]} at {holder[1]} UTC" if holder else "an unknown process"
-            raise LockBusy(
-                f"{label} has a stale migration lock, taken by {who}: no dbtools run holds "
-                "it, so a killed run left it behind (or a plain `yoyo` command is running)",
-                hint=f"if no migration is running, clear it with: "
-                f"dbtools migrate unlock --target {s.target.env} --yes",
-            ) from None
+        # yoyo's tables (its lock table first) are created only now: after the safety rules,
+        # under the run lock.
+        s.backend.init_database()
+        while not _try_yoyo_lock(s):
+            if time.monotonic() >= deadline:
+                raise _lock_held_error(s, label, timeout)
+            time.sleep(min(0.25, timeout))
+        s.backend._is_locked = True  # yoyo's own lock() would otherwise take it again
+        stack.callback(_release_yoyo_lock, s)
         # yoyo creates or upgrades its own tables lazily and insists on doing it outside a
         # transaction; do it now, so that each migration's transaction holds only that one.
         s.backend.ensure_internal_schema_updated()
@@ -364,8 +537,9 @@ class ApplyResult:
 
 
 def _step(m: Migration, direction: str) -> MigrationStep:
-    path = Path(m.path) if direction == "apply" else _rollback_path(m)
-    return MigrationStep(m.id, bool(m.use_transactions), "\n\n".join(_statements(path)))
+    # A rollback refuses an empty rollback file, naming it.
+    statements = _statements(Path(m.path)) if direction == "apply" else rollback_statements(m)
+    return MigrationStep(m.id, bool(m.use_transactions), "\n\n".join(statements))
 
 
 def _record(s: _Session, m: Migration, operation: str) -> None:
@@ -392,14 +566,17 @@ def _run_one(s: _Session, m: Migration, direction: str) -> None:
             backend.execute(_CREATE_CHECKSUM_TABLE)
             backend.execute(f"DELETE FROM {CHECKSUM_TABLE} WHERE migration_id = :id", {"id": m.id})
 
+    faults.pause("migrate.before")
     if m.use_transactions:
         with backend.transaction():
             m.process_steps(backend, direction)
             bookkeeping()
+            faults.pause("migrate.before_commit")
     else:
         m.process_steps(backend, direction)
         with backend.transaction():
             bookkeeping()
+            faults.pause("migrate.before_commit")
 
 
 def _failure(
@@ -427,7 +604,10 @@ def _failure(
 
 
 def _execute(
-    s: _Session, plan: Sequence[Migration], direction: str, before_write: Callable[[], None] | None
+    s: _Session,
+    plan: Sequence[Migration],
+    direction: str,
+    before_write: Callable[[], object] | None,
 ) -> list[str]:
     done: list[str] = []
     if plan and before_write is not None:
@@ -447,23 +627,9 @@ def _execute(
 
 
 def _check_writable(settings: Settings, s: _Session) -> None:
-    """The safety rules for writing a target; the other side is compared when reachable."""
-    t = s.target
-    ident = db.identity(s.guard)
-    other_env = "dev" if t.env == "prod" else "prod"
-    if not settings.urls.get(other_env):
-        safety.assert_writable(t, ident)
-        return
-    try:
-        other = db.target(settings, other_env)
-        conn = db.connect(other, settings=settings)
-    except (ConnectionFailed, ConfigError, SafetyError):
-        safety.assert_writable(t, ident)
-        return
-    try:
-        safety.assert_writable(t, ident, other, db.identity(conn))
-    finally:
-        conn.close()
+    """The safety rules for writing a target; the other side, when configured, must be
+    identified (an unreachable one is a refusal, never a skipped rule)."""
+    safety.approve_write(settings, s.target, s.guard)
 
 
 def _guard_history(st: MigrationStatus, label: str) -> None:
@@ -481,16 +647,28 @@ def _select_upto(files: list[Migration], upto: str | None) -> list[Migration]:
 
 
 @contextlib.contextmanager
-def _session(settings: Settings, env: str) -> Iterator[_Session]:
+def _session(settings: Settings, env: str, expect: db.Identity | None = None) -> Iterator[_Session]:
     t = db.target(settings, env)
-    with _open(t, settings.migrations_dir, settings) as s:
+    with _open(t, settings.migrations_dir, settings, expect) as s:
         yield s
 
 
 @contextlib.contextmanager
-def _writing(settings: Settings, env: str) -> Iterator[_Session]:
-    """A session on env that passed the safety rules and holds the migration lock."""
-    with _session(settings, env) as s:
+def _writing(settings: Settings, env: str, expect: db.Identity | None = None) -> Iterator[_Session]:
+    """A session on env that passed the safety rules and holds the migration lock.
+
+    expect: the identity a caller already approved (its own connection to env); a session
+    reaching any other database is a SafetyError before anything is written. Prod is written
+    only under the guard's permit (dbtools.permit): its database is the one expected, and the
+    session's `ensure_backup` is the guard's.
+    """
+    prod_permit = permit.require("write migrations") if env == "prod" else None
+    if prod_permit is not None and expect is None:
+        expect = prod_permit.identity
+    with _session(settings, env, expect) as s:
+        if prod_permit is not None:
+            permit.require("write migrations", db.identity(s.guard))
+            s.ensure_backup = prod_permit.ensure_backup
         _check_writable(settings, s)
         with _locked(s, settings.lock_timeout_seconds):
             yield s
@@ -586,20 +764,23 @@ def apply(
     upto: str | None = None,
     dry_run: bool = False,
     ids: Sequence[str] | None = None,
-    before_write: Callable[[], None] | None = None,
+    before_write: Callable[[], object] | None = None,
+    expect: db.Identity | None = None,
 ) -> ApplyResult:
     """Apply pending migrations (all, up to `upto`, or only `ids`) to dev or prod.
 
     `before_write` runs once, under the migration lock, just before the first migration is
-    applied, and only when something will be applied (never in a dry run).
+    applied, and only when something will be applied (never in a dry run). `expect`: the
+    identity of env the caller approved; reaching another database is a SafetyError before
+    anything is written.
     """
     if dry_run:
         files = _read(settings.migrations_dir)
         return _dry_run(
             settings, env, "apply", lambda st, _label: _plan_apply(st, files, upto, ids)
         )
-    with _writing(settings, env) as s:
-        return _apply_locked(s, upto=upto, ids=ids, before_write=before_write)
+    with _writing(settings, env, expect) as s:
+        return _apply_locked(s, upto=upto, ids=ids, before_write=before_write or s.ensure_backup)
 
 
 def _apply_locked(
@@ -607,7 +788,7 @@ def _apply_locked(
     *,
     upto: str | None,
     ids: Sequence[str] | None,
-    before_write: Callable[[], None] | None,
+    before_write: Callable[[], object] | None,
 ) -> ApplyResult:
     st, label = _current(s)
     plan = _plan_apply(st, _read(s.migrations_dir), upto, ids)
@@ -626,7 +807,8 @@ def rollback(
     ids: list[str] | None = None,
     count: int | None = None,
     dry_run: bool = False,
-    before_write: Callable[[], None] | None = None,
+    before_write: Callable[[], object] | None = None,
+    expect: db.Identity | None = None,
 ) -> ApplyResult:
     """Roll back applied migrations: the given ids, the last `count`, or (neither) the last one.
 
@@ -641,24 +823,28 @@ def rollback(
             "rollback",
             lambda st, label: _plan_rollback(st, files, ids, count, label),
         )
-    with _writing(settings, env) as s:
+    with _writing(settings, env, expect) as s:
         st, label = _current(s)
         plan = _plan_rollback(st, _read(s.migrations_dir), ids, count, label)
         steps = [_step(m, "rollback") for m in plan]
-        done = _execute(s, plan, "rollback", before_write)
+        done = _execute(s, plan, "rollback", before_write or s.ensure_backup)
         return ApplyResult(env, s.database, "rollback", False, done, steps, s.status())
 
 
-def mark(settings: Settings, env: str, *, upto: str | None = None) -> ApplyResult:
+def mark(
+    settings: Settings, env: str, *, upto: str | None = None, expect: db.Identity | None = None
+) -> ApplyResult:
     """Baseline an existing database: record migrations (all, or up to `upto`) as applied
     without running them, with the checksums of the files as they are now."""
-    with _writing(settings, env) as s:
+    with _writing(settings, env, expect) as s:
         st, label = _current(s)
         chosen = _select_upto(_read(s.migrations_dir), upto)
         pending = set(st.pending)
         unchecked = set(st.unchecked)
         to_mark = [m for m in chosen if m.id in pending]
         to_checksum = [m for m in chosen if m.id in unchecked]
+        if to_mark or to_checksum:
+            s.ensure_backup()  # bookkeeping only, but a prod write all the same
         try:
             with s.backend.transaction():
                 for m in to_mark:
@@ -688,10 +874,11 @@ class UnlockResult:
 def unlock(settings: Settings, env: str) -> UnlockResult:
     """Clear a stale yoyo lock (yoyo break-lock); refuses while a dbtools run is active."""
     with _session(settings, env) as s:
-        holder = _stale_lock(s)
+        holder = _lock_row(s)
         try:
             with db.advisory_lock(s.guard, LOCK_NAME, "migration"):
-                s.backend.break_lock()
+                if holder is not None:
+                    s.backend.break_lock()
         except LockBusy:
             raise LockBusy(
                 f"a dbtools migration run is active on {env} database {s.database}: "

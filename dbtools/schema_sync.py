@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from dbtools import catalog, db, migrations, safety
+from dbtools import catalog, db, migrations, permit, safety
 from dbtools.config import Settings
 from dbtools.errors import SafetyError
 
@@ -100,7 +100,7 @@ def sync_schema(
     settings: Settings,
     *,
     dry_run: bool = False,
-    before_write: Callable[[], None] | None = None,
+    before_write: Callable[[], object] | None = None,
 ) -> SchemaSyncResult:
     """Apply to prod the migrations applied on dev and pending on prod.
 
@@ -109,6 +109,8 @@ def sync_schema(
     dev; refuses (MigrationError) on drift. `before_write` is called exactly once, only when
     something will be applied, never in a dry run, before the first migration touches prod.
     """
+    # Before anything is read: a real run writes prod, and only under the guard's permit.
+    granted = None if dry_run else permit.require("sync the schema")
     dev = _inspect(settings, "dev")
     prod = _inspect(settings, "prod")
     safety.assert_writable(prod.target, prod.ident, dev.target, dev.ident)
@@ -121,8 +123,13 @@ def sync_schema(
         called = True
         if before_write is not None:
             before_write()
+        elif granted is not None:
+            granted.ensure_backup()
 
-    result = migrations.apply(settings, "prod", ids=ids, dry_run=dry_run, before_write=hook)
+    # The session that writes must reach the very prod database approved above.
+    result = migrations.apply(
+        settings, "prod", ids=ids, dry_run=dry_run, before_write=hook, expect=prod.ident
+    )
     after = result.status
     schema_match: bool | None = None
     differences: list[str] = []

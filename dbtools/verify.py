@@ -2,8 +2,9 @@
 
 For each side: where the URL came from (masked), whether it can be reached, which database
 and server it really is, whether the name is the expected one, SSL, row counts per table,
-the marketplace summary where its tables exist, and the migration status. Across sides: dev
-and prod must be two different databases.
+the project's summary (the `-- summary:` entries of checks/*.sql; n/a where the side's
+schema lacks what a query names), and the migration status. Across sides: dev and prod must
+be two different databases.
 """
 
 from __future__ import annotations
@@ -13,31 +14,10 @@ from typing import Any
 
 import psycopg2.extensions
 
-from dbtools import catalog, db, migrations, safety
+from dbtools import catalog, checks, db, migrations, safety
 from dbtools.config import Settings
-from dbtools.errors import DbtoolsError
-
-# The marketplace facts the seed's scripts printed; each needs the columns it names.
-MARKETPLACE_FACTS: list[tuple[str, str, dict[str, tuple[str, ...]]]] = [
-    ("users", 'SELECT count(*) FROM "User"', {"User": ()}),
-    ("builder_profiles", 'SELECT count(*) FROM "BuilderProfile"', {"BuilderProfile": ()}),
-    (
-        "searchable_builders",
-        'SELECT count(*) FROM "BuilderProfile" WHERE searchable',
-        {"BuilderProfile": ("searchable",)},
-    ),
-    ("demo_users", 'SELECT count(*) FROM "User" WHERE "isDemo"', {"User": ("isDemo",)}),
-    (
-        "liam_com",
-        "SELECT count(*) FROM \"User\" WHERE lower(email) = 'liam@buildappswith.com'",
-        {"User": ("email",)},
-    ),
-    (
-        "buildappswith_ai_addresses",
-        "SELECT count(*) FROM \"User\" WHERE lower(email) LIKE '%%@buildappswith.ai'",
-        {"User": ("email",)},
-    ),
-]
+from dbtools.errors import EXIT_CONFIG, DbtoolsError
+from dbtools.side import Side
 
 
 @dataclass
@@ -51,13 +31,24 @@ class SideReport:
     name_ok: bool = False
     warnings: list[str] = field(default_factory=list)
     tables: dict[str, int] = field(default_factory=dict)
-    marketplace: dict[str, int | None] = field(default_factory=dict)
+    # The `-- summary:` entries of checks/*.sql: name -> value, None where n/a on this side.
+    summary: dict[str, Any] = field(default_factory=dict)
     migrations: dict[str, Any] | None = None
+    # What ties the synced tables to objects no snapshot loads (catalog.outside_dependencies):
+    # foreign keys from tables that are not synced (every restore would fail) and sequences
+    # their defaults draw from (a restore would leave them behind the loaded ids).
+    outside_references: list[str] = field(default_factory=list)
+    # Configured excluded/preserved names that match no table here -> the closest name.
+    unmatched_names: dict[str, str] = field(default_factory=dict)
     error: str | None = None
     error_code: int | None = None
+    # A summary entry that tried to write or changed its session (checks.UnsafeCheck): exit 2.
+    config_problem: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        out = dict(self.__dict__)
+        del out["config_problem"]  # reported in the report's problems
+        return out
 
 
 @dataclass
@@ -65,6 +56,9 @@ class VerifyReport:
     sides: dict[str, SideReport]
     distinct: bool | None
     problems: list[str]
+    config_problems: list[str] = field(default_factory=list)  # also in problems; exit 2
+    # Summary entry name -> what to print for it (its description, else its name).
+    summary_labels: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -78,22 +72,6 @@ class VerifyReport:
         }
 
 
-def marketplace_summary(
-    conn: psycopg2.extensions.connection, tables: list[catalog.Table]
-) -> dict[str, int | None]:
-    cols = {t.name: {c.name for c in t.columns} for t in tables if t.schema == "public"}
-    out: dict[str, int | None] = {}
-    with conn.cursor() as cur:
-        for name, sql, needs in MARKETPLACE_FACTS:
-            if all(tbl in cols and set(c) <= cols[tbl] for tbl, c in needs.items()):
-                cur.execute(sql)
-                row = cur.fetchone()
-                out[name] = int(row[0]) if row else None
-            else:
-                out[name] = None
-    return out
-
-
 def _migration_status(
     conn: psycopg2.extensions.connection, settings: Settings
 ) -> dict[str, Any] | None:
@@ -102,7 +80,48 @@ def _migration_status(
     return migrations.status_summary(conn, settings)
 
 
-def verify_side(settings: Settings, env: str) -> tuple[SideReport, db.Identity | None]:
+def _configured(settings: Settings) -> list[tuple[str, str]]:
+    """(setting, "schema.table") for every excluded and preserved table."""
+    schema = settings.schemas[0]
+    return [
+        (setting, catalog.table_key(name, schema))
+        for setting, names in (
+            ("preserved_tables", settings.preserved_tables),
+            ("excluded_tables", settings.excluded_tables),
+        )
+        for name in names
+    ]
+
+
+def configured_keys(settings: Settings) -> list[str]:
+    return [key for _, key in _configured(settings)]
+
+
+def name_problems(settings: Settings, per_side: list[dict[str, str]]) -> list[str]:
+    """Excluded/preserved names that match no table on any side reached (per_side: each
+    side's catalog.unmatched_table_names): a misspelt preserved table would be overwritten."""
+    if not per_side:
+        return []
+    out = []
+    for setting, key in _configured(settings):
+        if all(key in side for side in per_side):
+            close = next((side[key] for side in per_side if side[key]), "")
+            out.append(
+                f"setup.cfg [dbtools] {setting}: {key!r} matches no table in dev or prod"
+                + (f" (did you mean {close!r}?)" if close else "")
+            )
+    return out
+
+
+def verify_side(
+    settings: Settings,
+    env: str,
+    *,
+    outside: bool = True,
+    summary: list[checks.Check] | None = None,
+    opened: Side | None = None,
+) -> tuple[SideReport, db.Identity | None]:
+    """One side's report; `opened`: the run's own connection to it, used and left open."""
     url = settings.urls.get(env)
     side = SideReport(
         env=env,
@@ -113,7 +132,7 @@ def verify_side(settings: Settings, env: str) -> tuple[SideReport, db.Identity |
     try:
         t = db.target(settings, env)
         side.warnings += db.check_endpoint(t, "read", allow_insecure=settings.allow_insecure)
-        conn = db.connect(t, settings=settings)
+        conn = opened.idle(autocommit=False) if opened else db.connect(t, settings=settings)
     except DbtoolsError as exc:
         side.error, side.error_code = exc.message, exc.exit_code
         return side, None
@@ -124,30 +143,73 @@ def verify_side(settings: Settings, env: str) -> tuple[SideReport, db.Identity |
         side.name_ok = ident.database == t.expected_name
         tables, _ = catalog.read_tables(conn, settings.schemas, settings.excluded_tables)
         side.tables = catalog.row_counts(conn, tables)
-        side.marketplace = marketplace_summary(conn, tables)
+        if summary:
+            try:
+                found = checks.summarize(conn, summary)
+                side.summary = found.values
+                side.warnings += found.warnings
+            except checks.UnsafeCheck as exc:
+                side.config_problem = exc.message
+                conn.rollback()
+        if outside:
+            side.outside_references = [
+                r.line
+                for r in catalog.outside_dependencies(
+                    conn, settings.schemas, settings.excluded_tables
+                )
+            ]
+        side.unmatched_names = catalog.unmatched_table_names(conn, configured_keys(settings))
         conn.rollback()
         side.migrations = _migration_status(conn, settings)
         return side, ident
     finally:
-        conn.close()
+        if opened is None:
+            conn.close()
+        else:
+            conn.rollback()
 
 
-def verify(settings: Settings) -> VerifyReport:
-    sides: dict[str, SideReport] = {}
+def verify(
+    settings: Settings, *, outside: bool = True, sides: dict[str, Side] | None = None
+) -> VerifyReport:
+    """Both sides and what is wrong. outside=False leaves out what ties the synced tables to
+    objects no snapshot loads: full-sync's guard refuses that itself (exit 3, prod only).
+    sides: the run's own connections (full-sync's), used instead of opening new ones."""
+    config_problems: list[str] = []
+    try:
+        summary = checks.load_summary(settings)
+    except DbtoolsError as exc:  # a bad checks file: refused as `dbtools check` refuses it
+        summary = []
+        config_problems.append(exc.message)
+    reports: dict[str, SideReport] = {}
     idents: dict[str, db.Identity | None] = {}
     for env in ("dev", "prod"):
-        sides[env], idents[env] = verify_side(settings, env)
+        opened = sides.get(env) if sides else None
+        reports[env], idents[env] = verify_side(
+            settings, env, outside=outside, summary=summary, opened=opened
+        )
     problems: list[str] = []
-    for env, side in sides.items():
+    for env, side in reports.items():
+        if not side.expected_name:
+            config_problems.append(
+                f"{env}: no expected database name: set {env}_database in setup.cfg [dbtools]"
+            )
+        if side.config_problem:
+            config_problems.append(f"{env}: {side.config_problem}")
         if side.error:
             problems.append(f"{env}: {side.error}")
-        elif not side.name_ok and side.identity:
+        elif not side.name_ok and side.identity and side.expected_name:
             problems.append(
                 f"{env}: database is named {side.identity['database']!r}, "
                 f"expected {side.expected_name!r}"
             )
+        problems += [f"{env}: {line}" for line in side.outside_references]
         if side.migrations and side.migrations.get("drift"):
             problems.append(f"{env}: applied migration files changed: {side.migrations['drift']}")
+    config_problems += name_problems(
+        settings, [side.unmatched_names for side in reports.values() if side.reachable]
+    )
+    problems += config_problems
     distinct: bool | None = None
     dev_id, prod_id = idents["dev"], idents["prod"]
     if dev_id and prod_id:
@@ -159,7 +221,8 @@ def verify(settings: Settings) -> VerifyReport:
         except DbtoolsError as exc:
             distinct = False
             problems.append(exc.message)
-    return VerifyReport(sides, distinct, problems)
+    labels = {e.name: e.description or e.name for e in summary}
+    return VerifyReport(reports, distinct, problems, config_problems, labels)
 
 
 def exit_code(report: VerifyReport) -> int:
@@ -167,6 +230,8 @@ def exit_code(report: VerifyReport) -> int:
     if report.distinct is False:
         return 3
     codes = [s.error_code for s in report.sides.values() if s.error_code]
+    if report.config_problems:
+        codes.append(EXIT_CONFIG)
     if codes:
         return max(codes)
     return 0 if report.ok else 1

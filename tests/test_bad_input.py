@@ -9,9 +9,10 @@ import pytest
 from click.testing import CliRunner
 
 from dbtools.cli import main
+from dbtools.db import quote_ident
 
-from conftest import Project
-from pgpeer import free_port, peer
+from support.pgpeer import free_port, peer
+from support.project import Project
 
 
 def run(project: Project, *args: str, **env: str) -> tuple[int, str, str]:
@@ -93,3 +94,44 @@ def test_remote_host_without_sslmode_is_refused_unless_allowed(project: Project)
     assert code == 3
     assert_one_line_error(err, "lacks sslmode=require")
     assert "Sekr3tPw" not in err
+
+
+@pytest.mark.parametrize(
+    "setup",
+    [
+        lambda root: (root / ".env.production.local").write_bytes(b"\xff\xd8\xff\xe0JFIF\x00"),
+        lambda root: (root / "setup.cfg").write_bytes(b"\x00\x01\x02\xff"),
+        lambda root: (root / "setup.cfg").write_text("[dbtools]\nexcluded_tables = 50% off\n["),
+    ],
+    ids=["binary env file", "binary setup.cfg", "malformed setup.cfg"],
+)
+def test_unreadable_settings_files_are_one_line_exit_2(project: Project, setup) -> None:
+    setup(project.root)
+    env = {"PROD_DATABASE_URL": None}
+    result = CliRunner().invoke(main, ["verify"], env={**project.env, **env})  # type: ignore[dict-item]
+    assert result.exit_code == 2, result.output
+    assert_one_line_error(result.stderr, "cannot read")
+    assert "internal error" not in result.stderr
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "1e309", "-1"])
+def test_bad_lock_timeout_is_one_line_exit_2(project: Project, value: str) -> None:
+    code, _, err = run(project, "migrate", "apply", "--target", "dev", DBTOOLS_LOCK_TIMEOUT=value)
+    assert code == 2
+    assert_one_line_error(err, "DBTOOLS_LOCK_TIMEOUT must be a number")
+
+
+def test_odd_table_names_are_excluded(project: Project) -> None:
+    from support.db import execute
+
+    names = ["50% off", "a,b", "x.y", 'q"t', "ü space", "line\nbreak", "kept"]
+    for name in names:
+        execute(project.dev_url, f"CREATE TABLE {quote_ident(name)} (id int)")
+    cfg = project.root / "setup.cfg"
+    cfg.write_text(
+        cfg.read_text()
+        + 'excluded_tables = 50% off, "a,b", "x.y", "q""t", ü space, U&"line\\000Abreak"\n'
+    )
+    _, out, err = run(project, "verify", "--json")
+    tables = json.loads(out)["sides"]["dev"]["tables"]
+    assert list(tables) == ["public.kept"], (tables, err)

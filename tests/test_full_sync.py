@@ -6,9 +6,15 @@ import json
 
 import psycopg2
 import pytest
-from test_sync_data import (
-    _USER,
+
+from dbtools import db, sync
+from dbtools.config import load_settings
+from dbtools.snapshot import format as fmt
+
+from support.db import execute
+from support.pipeline import (
     HEAD,
+    INSERT_USER,
     OLD,
     PRESERVED,
     data_of,
@@ -18,12 +24,7 @@ from test_sync_data import (
     seed_stale_prod,
     state,
 )
-
-from dbtools import db, sync
-from dbtools.config import load_settings
-from dbtools.snapshot import format as fmt
-
-from conftest import Project, execute
+from support.project import Project
 
 
 @pytest.fixture
@@ -88,8 +89,10 @@ def test_dry_run_prints_the_plan_and_writes_nothing(behind: Project) -> None:
 
 
 def test_stops_at_first_failure_with_next_action(behind: Project) -> None:
-    """A check failing in sync-data: schema was synced, data rolled back, check step skipped."""
-    execute(behind.dev_url, _USER, ("ai", "Old", "liam@buildappswith.ai", False, "{CLIENT}"))
+    """A check failing in sync-data: migrations and data roll back together (one transaction),
+    the check step is skipped, and there is nothing to roll back."""
+    execute(behind.dev_url, INSERT_USER, ("ai", "Old", "liam@buildappswith.ai", False, "{CLIENT}"))
+    before = state(behind.prod_url)
     result = behind.invoke("full-sync", "--yes", "--json")
     assert result.exit_code == 1
     data = json.loads(result.output)
@@ -103,10 +106,11 @@ def test_stops_at_first_failure_with_next_action(behind: Project) -> None:
     }
     failed = next(s for s in data["steps"] if s["status"] == "failed")
     assert "no_buildappswith_ai" in failed["detail"]
-    assert "rolled back" in failed["next_action"]
-    assert "dbtools rollback --yes" in failed["next_action"]
-    # prod's data is what it was (the stale rows), its schema moved to head
-    assert execute(behind.prod_url, 'SELECT email FROM "User"') == [("liam@buildappswith.ai",)]
+    assert "rolled back together" in failed["next_action"]
+    assert "dbtools rollback" not in failed["next_action"]  # nothing committed: nothing to undo
+    # prod is exactly what it was: the stale rows AND the old schema (the migration rolled back)
+    assert state(behind.prod_url) == before
+    assert state(behind.prod_url)["migrations"][-1] == OLD
 
 
 def test_verify_failure_stops_before_anything_is_written(behind: Project) -> None:

@@ -10,9 +10,10 @@ import psycopg2
 import pytest
 
 from dbtools import catalog, db, migrations
-from dbtools.errors import DbtoolsError
+from dbtools.errors import DbtoolsError, MigrationError
 
-from conftest import REPO, Project, applied_migrations, execute, fingerprint, schema_objects
+from support.db import applied_migrations, execute, fingerprint, schema_objects
+from support.project import REPO, Project
 
 MIGRATIONS = REPO / "migrations"
 HEAD = migrations.migration_ids(MIGRATIONS)
@@ -107,7 +108,7 @@ def test_apply_all_then_rollback_all_returns_to_an_identical_fingerprint(project
     assert json.loads(result.output)["targets"]["dev"]["done"] == HEAD
     head = fingerprint(project.dev_url)
 
-    result = project.invoke("migrate", "rollback", "--target", "dev", "--all", "--json")
+    result = project.invoke("migrate", "rollback", "--target", "dev", "--all", "--json", "--yes")
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["done"] == list(reversed(HEAD))
     assert fingerprint(project.dev_url) == empty
@@ -140,7 +141,7 @@ def test_rename_keeps_every_value_both_ways(project: Project) -> None:
     assert dict(execute(url, 'SELECT id, image FROM "User"')) == images
 
     result = project.invoke(
-        "migrate", "rollback", "--target", "dev", "--id", "0003_rename_user_image"
+        "migrate", "rollback", "--target", "dev", "--id", "0003_rename_user_image", "--yes"
     )
     assert result.exit_code == 0, result.output
     assert dict(execute(url, 'SELECT id, "imageUrl" FROM "User"')) == images
@@ -255,7 +256,7 @@ def test_non_transactional_migration_runs_create_index_concurrently(
     assert result.exit_code == 0, result.output
     assert "index public.Booking_status_idx" in schema_objects(project.dev_url)
     assert applied_migrations(project.dev_url) == [*HEAD, "0004_booking_status_idx"]
-    result = project.invoke("migrate", "rollback", "--target", "dev")
+    result = project.invoke("migrate", "rollback", "--target", "dev", "--yes")
     assert result.exit_code == 0, result.output
     assert "index public.Booking_status_idx" not in schema_objects(project.dev_url)
 
@@ -276,7 +277,7 @@ def test_a_second_concurrent_run_fails_clearly(
     assert project.invoke("migrate", "apply", "--target", "dev").exit_code == 0
 
 
-def test_a_stale_lock_is_reported_with_the_command_that_clears_it(
+def test_a_foreign_lock_is_reported_with_the_command_that_clears_it(
     project: Project, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DBTOOLS_LOCK_TIMEOUT", "1")
@@ -285,8 +286,10 @@ def test_a_stale_lock_is_reported_with_the_command_that_clears_it(
 
     result = project.invoke("migrate", "apply", "--target", "dev")
     assert result.exit_code == 3
-    assert "stale" in result.output and "424242" in result.output
+    # A positive pid is a plain yoyo's (or an old dbtools'): maybe alive, never cleared on a guess.
+    assert "not a dbtools run" in result.output and "424242" in result.output
     assert "dbtools migrate unlock --target dev" in result.output
+    assert "another dbtools migration run" not in result.output
     assert applied_migrations(project.dev_url) == HEAD[:1]
 
     result = project.invoke("migrate", "unlock", "--target", "dev", "--yes", "--json")
@@ -333,11 +336,15 @@ def test_prod_apply_needs_confirmation(project: Project) -> None:
     assert applied_migrations(project.prod_url) == []
 
 
+@pytest.mark.pure
 def test_yoyo_gets_the_whole_query_string() -> None:
-    url = "postgresql://u:p%40ss@ep-x.neon.tech/Buildappswith-prod?sslmode=require&channel_binding=require"
-    got = migrations._yoyo_url(url, "prod")
-    assert "sslmode=require" in got and "channel_binding=require" in got
-    assert "/Buildappswith-prod?" in got
+    url = (
+        "postgresql://u:p%40ss@ep-x.neon.tech/Buildappswith-prod?sslmode=require"
+        "&channel_binding=require"
+    )
+    got = db.libpq_params(db.Target("prod", url, "Buildappswith-prod"))
+    assert got["sslmode"] == "require" and got["channel_binding"] == "require"
+    assert got["dbname"] == "Buildappswith-prod" and got["password"] == "p@ss"
 
 
 def test_pooler_host_is_refused_for_migrations(project: Project) -> None:
@@ -356,3 +363,79 @@ def test_connection_errors_are_one_redacted_line(make_db) -> None:
     assert "topsecretpw" not in str(info.value)
     assert "does not exist" in str(info.value)
     assert info.value.exit_code == 2
+
+
+# --- rollback: confirmation and empty rollback files --------------------------------------
+
+
+def test_rollback_on_dev_asks_like_every_destructive_command(project: Project) -> None:
+    migrations.apply_all(project.dev_url, MIGRATIONS)
+    result = project.invoke("migrate", "rollback", "--target", "dev")  # no terminal, no --yes
+    assert result.exit_code == 3
+    assert "refusing without confirmation" in result.output and "--yes" in result.output
+    assert applied_migrations(project.dev_url) == HEAD
+
+    result = project.invoke("migrate", "rollback", "--target", "dev", "--dry-run")
+    assert result.exit_code == 0, result.output  # a dry run changes nothing: no question
+    result = project.invoke("migrate", "rollback", "--target", "dev", "--yes")
+    assert result.exit_code == 0, result.output
+    assert applied_migrations(project.dev_url) == HEAD[:-1]
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["", "   \n\n\t\n", "-- Undo 0004: nothing yet\n\n", "/* block */\n-- line\n;\n", None],
+    ids=["empty", "whitespace", "comments", "comments-and-semicolon", "missing"],
+)
+def test_an_empty_rollback_file_is_refused_naming_it(
+    project: Project, own_migrations: Path, content: str | None
+) -> None:
+    (own_migrations / "0004_add_nickname.sql").write_text(
+        '-- depends: 0003_rename_user_image\nALTER TABLE "User" ADD COLUMN "nickname" text;\n'
+    )
+    rollback_file = own_migrations / "0004_add_nickname.rollback.sql"
+    if content is not None:
+        rollback_file.write_text(content)
+    assert project.invoke("migrate", "apply", "--target", "dev").exit_code == 0
+    before = schema_objects(project.dev_url)
+
+    for extra in (["--dry-run"], ["--yes"]):
+        result = project.invoke("migrate", "rollback", "--target", "dev", *extra)
+        assert result.exit_code == 3, result.output  # as the sync's rollback refuses it
+        assert str(rollback_file) in result.output and "nothing changed" in result.output
+        assert "Traceback" not in result.output
+    assert schema_objects(project.dev_url) == before  # the column stays, and so does the record
+    assert applied_migrations(project.dev_url)[-1] == "0004_add_nickname"
+    # ... so the migration can still be rolled back once its file is written
+    rollback_file.write_text('ALTER TABLE "User" DROP COLUMN "nickname";\n')
+    result = project.invoke("migrate", "rollback", "--target", "dev", "--yes")
+    assert result.exit_code == 0, result.output
+    assert project.invoke("migrate", "apply", "--target", "dev").exit_code == 0
+
+
+def test_assert_no_drift_is_the_one_refusal(project: Project, own_migrations: Path) -> None:
+    migrations.apply_all(project.dev_url, own_migrations)
+    migrations.apply_all(project.prod_url, own_migrations, upto=HEAD[0])
+    conn = psycopg2.connect(project.dev_url)
+    try:
+        assert migrations.assert_no_drift(conn, own_migrations, "dev").drift == []
+        edited = own_migrations / "0001_initial.sql"
+        edited.write_text(edited.read_text() + "\n-- edited\n")
+        with pytest.raises(MigrationError, match="changed since they were applied") as info:
+            migrations.assert_no_drift(conn, own_migrations, "dev database x")
+        assert info.value.exit_code == 1
+    finally:
+        conn.close()
+    # every command that applies or rolls back migrations refuses the same way, writing nothing
+    for args in (
+        ["migrate", "apply", "--target", "dev"],
+        ["migrate", "rollback", "--target", "dev", "--yes"],
+        ["migrate", "apply", "--target", "prod", "--yes"],
+        ["migrate", "mark", "--target", "dev", "--yes"],
+        ["sync-schema", "--yes"],
+    ):
+        result = project.invoke(*args)
+        assert result.exit_code == 1, (args, result.output)
+        assert "0001_initial" in result.output and "changed since" in result.output
+    assert applied_migrations(project.dev_url) == HEAD
+    assert applied_migrations(project.prod_url) == HEAD[:1]

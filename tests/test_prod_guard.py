@@ -10,13 +10,13 @@ from typing import Any
 
 import psycopg2
 import pytest
-from test_sync_data import HEAD, OLD, migrate, prod_backups, seed_dev, seed_stale_prod, state
 
 from dbtools import sync
 from dbtools.config import load_settings
 from dbtools.snapshot import format as fmt
 
-from conftest import Project
+from support.pipeline import HEAD, OLD, migrate, prod_backups, seed_dev, seed_stale_prod, state
+from support.project import Project
 
 
 @contextmanager
@@ -65,11 +65,14 @@ def test_rollback_never_returns_to_a_state_a_rollback_replaced(project: Project)
     assert project.invoke("full-sync", "--yes").exit_code == 0
     assert project.invoke("rollback", "--yes").exit_code == 0
     assert state(project.prod_url) == before
+    # The one committed sync is undone: a second rollback has nothing to undo and refuses,
+    # rather than return to the synced state the first rollback replaced.
     again = project.invoke("rollback", "--yes")
-    assert again.exit_code == 0, again.output
+    assert again.exit_code == 3, again.output
+    assert "no committed sync-data, full-sync or restore to undo" in again.output
     assert state(project.prod_url) == before  # still the pre-sync state, not the synced one
     reasons = [fmt.read_manifest(p).reason for p in prod_backups(project)]
-    assert reasons == ["before full-sync", "before rollback", "before rollback"]
+    assert reasons == ["before full-sync", "before rollback"]
 
 
 @pytest.mark.parametrize(
@@ -151,3 +154,32 @@ def test_pg_dump_gets_a_query_string_password_through_its_environment(
     assert not any("Qs-Secret-55" in a for a in args)
     assert env["PGPASSWORD"] == "Qs-Secret-55"
     assert any(a.startswith("--lock-wait-timeout=") for a in args)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["rollback", "--yes"],
+        ["backup"],
+        ["migrate", "rollback", "--target", "prod", "--yes"],
+    ],
+    ids=lambda a: " ".join(a[:2]),
+)
+def test_an_unreachable_dev_stops_prod_writers_instead_of_skipping_the_distinct_rule(
+    project: Project, args: list[str]
+) -> None:
+    """A configured dev that cannot be reached is not "no dev": the rule "dev and prod are two
+    databases" cannot be checked, so nothing that writes prod (or backs it up as prod) goes on."""
+    from support.pgpeer import free_port
+
+    behind(project)
+    assert project.invoke("full-sync", "--yes").exit_code == 0
+    synced = state(project.prod_url)
+    backups = prod_backups(project)
+    project.env["DEV_DATABASE_URL"] = f"postgresql://postgres@127.0.0.1:{free_port()}/x"
+    result = project.invoke(*args)
+    assert result.exit_code == 3, result.output
+    assert "cannot check that it is not the dev database" in result.output
+    assert "Traceback" not in result.output
+    assert state(project.prod_url) == synced
+    assert prod_backups(project) == backups

@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from collections.abc import Callable
 
 import pytest
 
-from dbtools import migrations, schema_sync
+from dbtools import migrations, schema_sync, sync
 from dbtools.config import load_settings
 from dbtools.errors import MigrationError, SafetyError
 
-from conftest import REPO, Project, applied_migrations, execute, schema_objects
+from support.db import applied_migrations, execute, schema_objects
+from support.project import REPO, Project
 
 sys.path.insert(0, str(REPO / "scripts"))
 from seed_demo import seed_stale_prod
@@ -21,13 +23,21 @@ MIGRATIONS = REPO / "migrations"
 HEAD = migrations.migration_ids(MIGRATIONS)
 
 
+def _sync_schema(before_write: Callable[[], None]) -> schema_sync.SchemaSyncResult:
+    """schema_sync.sync_schema with the test's own backup hook, inside the write session that
+    every prod writer needs (sync.guarded_prod_write: the lock; the hook replaces its backup)."""
+    settings = load_settings()
+    with sync.guarded_prod_write(settings, what="sync-schema", progress=None):
+        return schema_sync.sync_schema(settings, before_write=before_write)
+
+
 def test_sync_applies_to_prod_what_dev_has_and_keeps_prod_data(project: Project) -> None:
     migrations.apply_all(project.dev_url, MIGRATIONS)
     migrations.apply_all(project.prod_url, MIGRATIONS, upto="0002_marketplace_fields")
     seed_stale_prod(project.prod_url)
     calls: list[str] = []
 
-    result = schema_sync.sync_schema(load_settings(), before_write=lambda: calls.append("backup"))
+    result = _sync_schema(before_write=lambda: calls.append("backup"))
     assert result.applied == ["0003_rename_user_image"]
     assert calls == ["backup"]
     assert result.schema_match is True
@@ -38,7 +48,7 @@ def test_sync_applies_to_prod_what_dev_has_and_keeps_prod_data(project: Project)
     ]
 
     # up to date: nothing applied, and the backup hook is not called
-    again = schema_sync.sync_schema(load_settings(), before_write=lambda: calls.append("x"))
+    again = _sync_schema(before_write=lambda: calls.append("x"))
     assert again.applied == [] and calls == ["backup"]
 
 
@@ -65,7 +75,7 @@ def test_refuses_when_prod_would_get_a_migration_dev_has_not_applied(project: Pr
     before = schema_objects(project.prod_url)
     calls: list[str] = []
     with pytest.raises(SafetyError, match="0003_rename_user_image") as info:
-        schema_sync.sync_schema(load_settings(), before_write=lambda: calls.append("x"))
+        _sync_schema(before_write=lambda: calls.append("x"))
     assert "0002_marketplace_fields" not in str(info.value)
     assert calls == []
     assert schema_objects(project.prod_url) == before
@@ -97,7 +107,7 @@ def test_a_failing_backup_hook_stops_before_prod_is_touched(project: Project) ->
         raise MigrationError("backup did not verify")
 
     with pytest.raises(MigrationError, match="backup did not verify"):
-        schema_sync.sync_schema(load_settings(), before_write=broken_backup)
+        _sync_schema(before_write=broken_backup)
     assert schema_objects(project.prod_url) == before
     assert applied_migrations(project.prod_url) == HEAD[:2]
 

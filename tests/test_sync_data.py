@@ -11,106 +11,29 @@ import re
 from pathlib import Path
 from typing import Any
 
-import psycopg2
 import pytest
 
-from dbtools import catalog, migrations, sync
+from dbtools import sync
 from dbtools.config import load_settings
-from dbtools.errors import SnapshotError
+from dbtools.errors import EXIT_CHECK_FAILED, SnapshotError
 from dbtools.snapshot import format as fmt
+from dbtools.sync import session
 
-from conftest import REPO, Project, execute
-
-MIGRATIONS = REPO / "migrations"
-HEAD = migrations.migration_ids(MIGRATIONS)[-1]
-OLD = "0002_marketplace_fields"
-
-_USER = (
-    'INSERT INTO "User" (id, name, email, "isDemo", roles, "updatedAt") '
-    'VALUES (%s, %s, %s, %s, %s::"UserRole"[], now())'
+from support.db import execute
+from support.pipeline import (
+    HEAD,
+    INSERT_ACCOUNT,
+    INSERT_USER,
+    OLD,
+    PRESERVED,
+    data_of,
+    migrate,
+    prod_backups,
+    seed_dev,
+    seed_stale_prod,
+    state,
 )
-_BUILDER = (
-    'INSERT INTO "BuilderProfile" (id, "userId", "displayName", featured, "validationTier", '
-    'rating, "updatedAt") VALUES (%s, %s, %s, %s, %s, %s, now())'
-)
-_ACCOUNT = (
-    'INSERT INTO "Account" (id, "userId", type, provider, "providerAccountId", access_token) '
-    "VALUES (%s, %s, 'oauth', %s, %s, %s)"
-)
-
-
-def migrate(url: str, upto: str | None = None) -> list[str]:
-    return migrations.apply_all(url, MIGRATIONS, upto=upto)
-
-
-def seed_dev(url: str, *, builders: int = 6, demo: int = 2) -> None:
-    """A small marketplace: Liam (featured), builders (some demo), a client, auth rows."""
-    conn = psycopg2.connect(url)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(
-                _USER, ("liam", "Liam", "liam@buildappswith.com", False, "{CLIENT,BUILDER,ADMIN}")
-            )
-            cur.execute(_BUILDER, ("b-liam", "liam", "Liam", True, 3, 5.0))
-            for i in range(1, builders):
-                uid = f"u{i}"
-                cur.execute(
-                    _USER, (uid, f"Builder {i}", f"b{i}@example.com", i <= demo, "{BUILDER}")
-                )
-                cur.execute(
-                    _BUILDER, (f"b{i}", uid, f"Builder {i}", False, 1 + i % 3, 4.0 + i / 10)
-                )
-            cur.execute(_USER, ("client", "Client", "client@example.com", False, "{CLIENT}"))
-            cur.execute(_ACCOUNT, ("acc-dev", "liam", "github", "dev-1", "dev-token"))
-            cur.execute(
-                'INSERT INTO "Session" (id, "sessionToken", "userId", expires) '
-                "VALUES ('s-dev', 'dev-session', 'liam', now() + interval '1 day')"
-            )
-    finally:
-        conn.close()
-
-
-def seed_stale_prod(url: str) -> None:
-    """The prod of the seed before its first sync: Liam as .ai, one builder, a real login."""
-    conn = psycopg2.connect(url)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(_USER, ("liam", "Liam", "liam@buildappswith.ai", False, "{CLIENT,BUILDER}"))
-            cur.execute(_BUILDER, ("b-liam", "liam", "Liam", False, 1, None))
-            cur.execute(_ACCOUNT, ("acc-prod", "liam", "google", "prod-1", "prod-secret-token"))
-    finally:
-        conn.close()
-
-
-def state(url: str) -> dict[str, Any]:
-    """Everything that must not change: md5 of every table's rows, fingerprint, migrations."""
-    conn = psycopg2.connect(url)
-    try:
-        tables, _ = catalog.read_tables(conn, ["public"])
-        md5 = {}
-        with conn.cursor() as cur:
-            for t in tables:
-                cur.execute(
-                    "SELECT count(*), "
-                    "md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) "
-                    f"FROM {t.qualified} x"
-                )
-                md5[t.name] = cur.fetchone()
-        conn.rollback()
-        return {
-            "tables": md5,
-            "fingerprint": catalog.fingerprint(conn, ["public"]),
-            "migrations": migrations.applied_ids(conn),
-        }
-    finally:
-        conn.close()
-
-
-def data_of(url: str, skip: tuple[str, ...] = ()) -> dict[str, Any]:
-    return {k: v for k, v in state(url)["tables"].items() if k not in skip}
-
-
-PRESERVED = ("Account", "Session", "VerificationToken")
+from support.project import Project
 
 
 @pytest.fixture
@@ -121,10 +44,6 @@ def synced(project: Project) -> Project:
     seed_dev(project.dev_url)
     seed_stale_prod(project.prod_url)
     return project
-
-
-def prod_backups(project: Project) -> list[Path]:
-    return sorted(fmt.snapshot_dirs(project.snapshot_dir / "prod"))
 
 
 def test_sync_data_copies_dev_keeps_auth_rows_and_reports_counts(synced: Project) -> None:
@@ -168,7 +87,7 @@ def test_failing_check_rolls_the_load_back(synced: Project) -> None:
     """(a) dev holds data that breaks a check: nothing of the load reaches prod."""
     execute(
         synced.dev_url,
-        _USER,
+        INSERT_USER,
         ("ai", "Old Liam", "liam@buildappswith.ai", False, "{CLIENT}"),
     )
     before = state(synced.prod_url)
@@ -194,8 +113,10 @@ def test_schema_mismatch_refused_before_any_backup(project: Project) -> None:
 
 
 def test_preserved_rows_whose_user_is_gone_fail_the_load(synced: Project) -> None:
-    execute(synced.prod_url, _USER, ("ghost", "Ghost", "ghost@example.com", False, "{CLIENT}"))
-    execute(synced.prod_url, _ACCOUNT, ("acc-ghost", "ghost", "google", "g-1", "t"))
+    execute(
+        synced.prod_url, INSERT_USER, ("ghost", "Ghost", "ghost@example.com", False, "{CLIENT}")
+    )
+    execute(synced.prod_url, INSERT_ACCOUNT, ("acc-ghost", "ghost", "google", "g-1", "t"))
     before = state(synced.prod_url)
     result = synced.invoke("sync-data", "--yes")
     assert result.exit_code == 1, result.output
@@ -230,17 +151,27 @@ def test_unwritable_archive_means_prod_untouched(synced: Project) -> None:
     synced.snapshot_dir.parent.mkdir(parents=True, exist_ok=True)
     synced.snapshot_dir.write_text("not a directory")
     before = state(synced.prod_url)
+    failed = f"error: snapshot of prod failed writing {synced.snapshot_dir / 'prod'}"
     for command in (["sync-data", "--yes"], ["full-sync", "--yes"]):
         result = synced.invoke(*command)
         assert result.exit_code != 0, result.output
+        # exit 1: the backup (a snapshot) failed; the one error line says where and why
+        assert result.exit_code == EXIT_CHECK_FAILED, (command, result.output)
+        assert result.output.rstrip().splitlines()[-1].startswith(failed), result.output
+        assert "Not a directory" in result.output
+        assert "Traceback" not in result.output
+        if command[0] == "full-sync":
+            assert "full-sync stopped at backup" in result.output
+            assert "prod was not changed" in result.output
         assert state(synced.prod_url) == before, command
+        assert synced.snapshot_dir.read_text() == "not a directory"  # nothing written there
 
 
 def test_backup_that_does_not_verify_stops_the_sync(
     synced: Project, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The backup is verified after it is written: a corrupted one stops everything."""
-    real = sync.create_snapshot
+    real = session.create_snapshot
 
     def corrupting(settings: Any, env: str, **kw: Any) -> Any:
         snap = real(settings, env, **kw)
@@ -249,7 +180,7 @@ def test_backup_that_does_not_verify_stops_the_sync(
             victim.write_bytes(victim.read_bytes()[:-20] + b"\0" * 20)
         return snap
 
-    monkeypatch.setattr(sync, "create_snapshot", corrupting)
+    monkeypatch.setattr(session, "create_snapshot", corrupting)
     before = state(synced.prod_url)
     with pytest.raises(SnapshotError, match="does not verify"):
         sync.sync_data(load_settings(synced.root))

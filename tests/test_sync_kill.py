@@ -1,7 +1,7 @@
 """(b) SIGKILL during the load leaves prod exactly as before; (c) a real second run is refused.
 
 The sync runs as a real process (`python -m dbtools sync-data --yes`). The test-only hook
-DBTOOLS_TEST_PAUSE_BEFORE_COMMIT holds it inside the load transaction after every table was
+DBTOOLS_TEST_PAUSE=load.before_commit=600 holds it inside the load transaction after every table was
 cleared, loaded and checked, right before COMMIT: the worst moment to die. The test waits
 until the server shows that backend idle in its transaction holding the TRUNCATE lock on
 "User", then runs a second sync (refused) and kills the first with SIGKILL.
@@ -18,9 +18,11 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg2
-from test_sync_data import migrate, prod_backups, seed_dev, seed_stale_prod, state
 
-from conftest import REPO, SERVER_URL, Project
+from support.db import SERVER_URL
+from support.pipeline import migrate, prod_backups, seed_dev, seed_stale_prod, state, synced_state
+from support.processes import assert_clean_server
+from support.project import REPO, Project
 
 DEADLINE = 120.0  # generous: only bounds a hang, never asserted as a duration
 
@@ -89,7 +91,7 @@ def test_sigkill_mid_load_leaves_prod_unchanged_and_second_run_is_refused(
     env = {**os.environ, **{k: v for k, v in project.env.items() if v}}
     env.pop("DBTOOLS_DEV_DATABASE", None)
     env.pop("DBTOOLS_PROD_DATABASE", None)
-    env["DBTOOLS_TEST_PAUSE_BEFORE_COMMIT"] = "600"
+    env["DBTOOLS_TEST_PAUSE"] = "load.before_commit=600"
     env["PYTHONPATH"] = str(REPO)
     proc = subprocess.Popen(
         [sys.executable, "-m", "dbtools", "sync-data", "--yes"],
@@ -119,9 +121,19 @@ def test_sigkill_mid_load_leaves_prod_unchanged_and_second_run_is_refused(
             proc.kill()
             proc.wait()
 
-    assert state(project.prod_url) == before
+    # prod is only ever in one of two states: as before, or fully synced from dev
+    synced = synced_state(project.dev_url, before)
+    assert synced != before
+    after_kill = state(project.prod_url)
+    assert after_kill in (before, synced)
+    assert after_kill == before  # killed before COMMIT: nothing of the load is left
     assert state(project.dev_url) == dev_before
-    # the lock died with the killed session: the next sync runs and completes
+    # the lock died with the killed session: no backend, relation or advisory lock is left
+    assert_clean_server(project)
+    # ... so the next sync runs and completes
     again = project.invoke("sync-data", "--yes")
     assert again.exit_code == 0, again.output
     assert state(project.prod_url) != before
+    assert state(project.prod_url) == synced  # all of dev's rows, prod's logins kept
+    assert state(project.dev_url) == dev_before
+    assert_clean_server(project)
