@@ -2,94 +2,42 @@
 
 The server is DBTOOLS_PG_URL (default postgresql://postgres@127.0.0.1:5432/postgres); `make
 test` starts the machine's local server first if it is down (scripts/ensure_pg.py).
+
+Tests of pure logic are marked `pure` and never ask for the server: `pytest -m pure` runs
+them where no PostgreSQL is reachable. Every other test checks the server once per session
+and stops the run at once if it is down. Helpers live in tests/support/, not here.
 """
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
 import pytest
-from click.testing import CliRunner, Result
 
-SERVER_URL = os.environ.get("DBTOOLS_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-REPO = Path(__file__).resolve().parent.parent
-
-
-def db_url(name: str, server_url: str = SERVER_URL) -> str:
-    """The server URL pointed at another database."""
-    parts = urlsplit(server_url)
-    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, ""))
+from support.db import SERVER_URL, create_database, drop_database
+from support.project import REPO, Project
 
 
-def admin_execute(sql: str) -> None:
-    conn = psycopg2.connect(SERVER_URL)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql)
-    finally:
-        conn.close()
-
-
-def create_database(name: str) -> str:
-    admin_execute(f'CREATE DATABASE "{name}"')
-    return db_url(name)
-
-
-def drop_database(name: str) -> None:
-    admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def execute(url: str, sql: str, params: object = None) -> list[tuple]:
-    """Run SQL on a database in its own committed transaction; return rows if any."""
-    conn = psycopg2.connect(url)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(sql, params)
-            return cur.fetchall() if cur.description else []
-    finally:
-        conn.close()
-
-
-def schema_objects(url: str, schemas: tuple[str, ...] = ("public",)) -> dict[str, str]:
-    """The schema of a database as catalog sees it: "kind name" -> definition."""
-    from dbtools import catalog
-
-    conn = psycopg2.connect(url)
-    try:
-        return catalog.schema_objects(conn, list(schemas))
-    finally:
-        conn.close()
-
-
-def fingerprint(url: str) -> str:
-    from dbtools import catalog
-
-    return catalog.fingerprint_of(schema_objects(url))
-
-
-def applied_migrations(url: str) -> list[str]:
-    from dbtools import migrations
-
-    conn = psycopg2.connect(url)
-    try:
-        return migrations.applied_ids(conn)
-    finally:
-        conn.close()
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _server() -> None:
+@pytest.fixture(scope="session")
+def _server_up() -> None:
     try:
         psycopg2.connect(SERVER_URL, connect_timeout=5).close()
     except psycopg2.Error as exc:
-        pytest.exit(f"no PostgreSQL at DBTOOLS_PG_URL ({exc}); run `make test`", returncode=2)
+        pytest.exit(
+            f"no PostgreSQL at DBTOOLS_PG_URL ({exc}); run `make test`, "
+            "or `pytest -m pure` for the tests that need no server",
+            returncode=2,
+        )
+
+
+@pytest.fixture(autouse=True)
+def _server(request: pytest.FixtureRequest) -> None:
+    """Every test needs the server except the ones marked `pure`."""
+    if request.node.get_closest_marker("pure") is None:
+        request.getfixturevalue("_server_up")
 
 
 @pytest.fixture
@@ -105,25 +53,6 @@ def make_db() -> Iterator[Callable[[str], str]]:
     yield make
     for name in created:
         drop_database(name)
-
-
-@dataclass
-class Project:
-    """A dbtools project in a temp dir with its own dev and prod databases."""
-
-    root: Path
-    dev_url: str
-    prod_url: str
-    dev_name: str
-    prod_name: str
-    snapshot_dir: Path
-    env: dict[str, str]
-
-    def invoke(self, *args: str, input: str | None = None) -> Result:
-        from dbtools.cli import main
-
-        runner = CliRunner()
-        return runner.invoke(main, list(args), env=self.env, input=input, catch_exceptions=False)
 
 
 @pytest.fixture

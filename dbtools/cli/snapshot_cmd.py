@@ -68,11 +68,21 @@ def create_cmd(opts: Options, target: str, workers: int) -> None:
 def backup(opts: Options, workers: int) -> None:
     """Snapshot prod into snapshots/prod/ (the backup archive).
 
+    Refuses (exit 3) unless prod is named as expected and is not dev: a "prod" backup of
+    another database would later be restored into prod.
+
     \b
     Example:
       dbtools backup --json
     """
-    _create(opts, "prod", workers)
+    from dbtools import sync
+
+    made = sync.backup(opts.settings, progress=opts.progress, workers=max(1, workers))
+    opts.emit(
+        made.as_dict(),
+        f"backup of prod ({made.database}): {made.tables} tables, {made.rows} rows, "
+        f"{_size(made.bytes)}, verified\npath: {made.path}",
+    )
 
 
 @snapshot.command("list")
@@ -87,6 +97,9 @@ def list_cmd(opts: Options, env: str | None, no_verify: bool) -> None:
       dbtools snapshot list --env prod --json
     """
     infos = archive.list_snapshots(opts.settings, env, verify=not no_verify)
+    warnings = archive.exposure_warnings(opts.settings)
+    for w in warnings:
+        opts.warn(w)
 
     def render() -> str:
         if not infos:
@@ -106,9 +119,11 @@ def list_cmd(opts: Options, env: str | None, no_verify: bool) -> None:
             for i in infos
         ]
         header = ["env", "snapshot", "created", "tables", "rows", "size", "migration", "verified"]
-        return table(rows, header)
+        # A bad snapshot gets one line saying why; the others are listed as usual.
+        bad = [f"{i.path.parent.name}/{i.path.name}: {i.problems[0]}" for i in infos if i.problems]
+        return "\n".join([table(rows, header), *bad])
 
-    opts.emit({"snapshots": [i.as_dict() for i in infos]}, render)
+    opts.emit({"snapshots": [i.as_dict() for i in infos], "warnings": warnings}, render)
 
 
 @snapshot.command("show")
@@ -150,13 +165,16 @@ def verify_cmd(opts: Options, path: str) -> None:
       dbtools snapshot verify snapshots/prod/20250514T102112Z
     """
     result = archive.verify_snapshot(archive.resolve_path(opts.settings, path))
+    warnings = archive.exposure_warnings(opts.settings, result.path)
+    for w in warnings:
+        opts.warn(w)
     if not result.ok and not opts.json:
         for p in result.problems:
             click.echo(f"  - {p}")
         click.echo(f"error: snapshot {result.path} does not verify", err=True)
         raise SystemExit(EXIT_CHECK_FAILED)
     opts.emit(
-        result.as_dict(),
+        {**result.as_dict(), "warnings": warnings},
         f"snapshot {result.path} verified: {result.tables} tables, {result.rows} rows",
         exit_code=0 if result.ok else EXIT_CHECK_FAILED,
     )
@@ -168,23 +186,28 @@ def verify_cmd(opts: Options, path: str) -> None:
 def prune_cmd(opts: Options, dry_run: bool) -> None:
     """Delete snapshots past retention (keeping the newest and the newest verified backup).
 
-    Retention comes from setup.cfg [dbtools]: retention_days and keep_min. Leftovers of
-    crashed runs are removed too.
+    Retention comes from setup.cfg [dbtools]: retention_days and keep_min. Whatever their
+    age, the newest keep_min, each database's newest verified snapshot and rollback's target
+    stay. Leftovers of crashed runs are removed too. --dry-run also says why each is kept.
 
     \b
     Example:
       dbtools snapshot prune --dry-run
     """
+    from dbtools import sync
+
     settings = opts.settings
     if not dry_run:
-        plan = archive.prune(settings, dry_run=True)
+        plan = sync.prune(settings, dry_run=True)
         if plan.deleted:
             opts.confirm(f"delete {len(plan.deleted)} snapshot directories?")
-    result = archive.prune(settings, dry_run=dry_run)
+    result = sync.prune(settings, dry_run=dry_run)
 
     def render() -> str:
         verb = "would delete" if dry_run else "deleted"
         lines = [f"{verb} {d['path']} ({d['reason']})" for d in result.deleted]
+        if dry_run:
+            lines += [f"keep {k['path']} ({k['reason']})" for k in result.kept]
         lines.append(f"{verb} {len(result.deleted)}, kept {len(result.kept)}")
         return "\n".join(lines)
 
@@ -201,7 +224,7 @@ def query_cmd(opts: Options, path: str, sql: str, limit: int) -> None:
 
     \b
     Example:
-      dbtools snapshot query 20250514T102112Z 'SELECT count(*) FROM "BuilderProfile"'
+      dbtools snapshot query 20250514T102112Z 'SELECT status, count(*) FROM orders GROUP BY 1'
     """
     result = query.query_snapshot(archive.resolve_path(opts.settings, path), sql, limit=limit)
 
@@ -215,11 +238,18 @@ def query_cmd(opts: Options, path: str, sql: str, limit: int) -> None:
 @click.command("restore")
 @click.argument("path")
 @target_option()
+@click.option(
+    "--allow-other-source",
+    is_flag=True,
+    help="Into prod: load a snapshot that is not a backup of this prod (e.g. of dev).",
+)
 @common_options(destructive=True)
-def restore_cmd(opts: Options, path: str, target: str) -> None:
+def restore_cmd(opts: Options, path: str, target: str, allow_other_source: bool) -> None:
     """Load a snapshot into dev or prod, all or nothing.
 
-    PATH is a snapshot directory or a stamp from `dbtools snapshot list`.
+    PATH is a snapshot directory or a stamp from `dbtools snapshot list`. Into prod, the
+    snapshot must be a backup of this prod; another database's (or one of unknown source)
+    is refused unless --allow-other-source.
 
     \b
     Example:
@@ -239,7 +269,14 @@ def restore_cmd(opts: Options, path: str, target: str) -> None:
         # pipeline's restore provides both.
         from dbtools import sync
 
-        guarded = sync.restore_prod(settings, Path(resolved), progress=opts.progress)
+        guarded = sync.restore_prod(
+            settings,
+            Path(resolved),
+            progress=opts.progress,
+            allow_other_source=allow_other_source,
+        )
+        for w in guarded.warnings:
+            opts.warn(w)
         opts.emit(
             guarded.as_dict(),
             f"restored {guarded.restored} into prod, verified\n"

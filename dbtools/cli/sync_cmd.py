@@ -30,42 +30,43 @@ def _short(value: Any, width: int = 40) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def render_builders(builders: list[dict[str, Any]], env: str) -> str:
-    rows = [
-        [
-            b["name"],
-            b["email"],
-            "yes" if b["searchable"] else "no",
-            "yes" if b["demo"] else "no",
-            "yes" if b["featured"] else "no",
-            _short(b["headline"]),
-        ]
-        for b in builders
-    ]
-    header = ["name", "email", "searchable", "demo", "featured", "headline"]
-    return f"{len(builders)} builders on {env}\n" + table(rows, header)
+def _cell(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return _short(value)
+
+
+def render_listing(listing: checks_mod.Listing, env: str) -> str:
+    rows = [[_cell(r[c]) for c in listing.columns] for r in listing.rows]
+    count = f"{len(rows)} row{'' if len(rows) == 1 else 's'}"
+    return f"{listing.name} on {env}: {count}\n" + table(rows, listing.columns)
 
 
 @click.command()
 @target_option("prod")
 @click.option(
-    "--list-builders", is_flag=True, help="Also list every builder profile (name, email, flags)."
+    "--list",
+    "lists",
+    multiple=True,
+    metavar="NAME",
+    help="Also print the rows of the '-- list: NAME' query of checks/*.sql (repeatable).",
 )
 @common_options()
-def check(opts: Options, target: str, list_builders: bool) -> None:
+def check(opts: Options, target: str, lists: tuple[str, ...]) -> None:
     """Run the checks of checks/*.sql against a database; exit 1 if any fails.
 
     \b
-    Example:
+    Examples:
       dbtools check --target prod
+      dbtools check --target prod --list customers --json
     """
+    listings = [checks_mod.run_list(opts.settings, name, target) for name in lists]
     report = checks_mod.run_checks_on(opts.settings, target)
     data: dict[str, Any] = report.as_dict()
     text = render_checks(report)
-    if list_builders:
-        builders = checks_mod.list_builders(opts.settings, target)
-        data["builders"] = builders
-        text = render_builders(builders, target) + "\n\n" + text
+    if listings:
+        data["lists"] = {x.name: x.rows for x in listings}
+        text = "\n\n".join([*(render_listing(x, target) for x in listings), text])
     opts.emit(data, text, exit_code=0 if report.ok else 1)
 
 
@@ -99,6 +100,15 @@ def render_plan(plan: sync.Plan) -> str:
     out.append(table(rows, ["table", "prod now", "", "dev", "action"]))
     out += [f"problem: {p}" for p in plan.problems]
     return "\n".join(out)
+
+
+def _emit_plan(opts: Options, data: dict[str, Any], plan: sync.Plan) -> None:
+    """A dry run exits as the real run would: with the refusal's code, the plan printed."""
+    if plan.exit_code and not opts.json:
+        click.echo(render_plan(plan))
+        click.echo(f"error: {plan.refusal}", err=True)
+        raise SystemExit(plan.exit_code)
+    opts.emit(data, lambda: render_plan(plan), exit_code=plan.exit_code)
 
 
 def _rollback_hint(backup: sync.BackupResult) -> str:
@@ -135,13 +145,15 @@ def render_full(result: sync.FullSyncResult) -> str:
         out.append("full-sync: done, prod matches dev and every check passes")
     if result.backup is not None:
         out.append(f"backup of prod before this run: {result.backup.path} (verified)")
-        if failed is None or failed.name not in ("verify", "backup"):
+        # Only a committed run changed prod (schema and data commit together or not at all).
+        if failed is None or failed.name == "check":
             out.append(_rollback_hint(result.backup))
     return "\n".join(out)
 
 
-def render_rollback(result: sync.RollbackResult) -> str:
+def render_rollback(result: sync.ProdRestoreResult) -> str:
     out = [f"rollback: prod restored from {result.restored} ({result.restored_created_at})"]
+    out += [f"warning: {w}" for w in result.warnings]
     if result.migrations_rolled_back:
         out.append(f"migrations rolled back first: {', '.join(result.migrations_rolled_back)}")
     out.append(render_changes(result.tables))
@@ -170,8 +182,8 @@ def sync_data(opts: Options, dry_run: bool) -> None:
       dbtools sync-data --yes --json | jq -r .path
     """
     if dry_run:
-        plan = sync.plan(opts.settings)
-        opts.emit({"dry_run": True, "plan": plan.as_dict()}, lambda: render_plan(plan))
+        plan = sync.plan(opts.settings, "sync-data")
+        _emit_plan(opts, {"dry_run": True, "plan": plan.as_dict()}, plan)
     opts.confirm(f"replace the data of prod {_prod(opts)} with dev's?")
     result = sync.sync_data(opts.settings, progress=opts.progress)
     assert isinstance(result, sync.SyncResult)
@@ -193,6 +205,8 @@ def full_sync(opts: Options, dry_run: bool) -> None:
         opts.confirm(f"migrate prod {_prod(opts)} and replace its data with dev's?")
     result = sync.full_sync(opts.settings, dry_run=dry_run, progress=opts.progress)
     data = result.as_dict()
+    if result.dry_run and result.plan is not None:
+        _emit_plan(opts, data, result.plan)
     if result.failed is not None and not opts.json:
         click.echo(render_full(result))
         click.echo(f"error: {result.failed.detail}", err=True)
@@ -203,16 +217,18 @@ def full_sync(opts: Options, dry_run: bool) -> None:
 @click.command()
 @common_options(destructive=True)
 def rollback(opts: Options) -> None:
-    """Restore the newest verified prod backup into prod (the Emergency Rollback).
+    """Put prod back as it was before the last committed sync (the Emergency Rollback).
 
-    Migrations applied on prod since that backup are rolled back first. Refuses if the
-    newest backup does not verify, naming the newest one that does.
+    The backup comes from prod's own history of committed syncs and restores: a refused,
+    failed or killed run never changes it. Migrations applied since that backup are undone
+    and the backup loaded in one transaction. Refuses, changing nothing, if that backup is
+    missing or does not verify (naming the next one that does), or on migration drift.
 
     \b
     Example:
       dbtools rollback --yes
     """
-    opts.confirm(f"restore the newest verified backup into prod {_prod(opts)}?")
+    opts.confirm(f"restore the backup taken before the last sync into prod {_prod(opts)}?")
     result = sync.rollback(opts.settings, progress=opts.progress)
     opts.emit(result.as_dict(), lambda: render_rollback(result))
 

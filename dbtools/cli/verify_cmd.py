@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from dbtools import verify as verify_mod
 from dbtools.cli.output import Options, common_options, table
+
+
+def _value(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
 
 
 def render(report: verify_mod.VerifyReport) -> str:
@@ -16,7 +26,12 @@ def render(report: verify_mod.VerifyReport) -> str:
             out.append(f"   unreachable: {side.error}")
             continue
         ident = side.identity or {}
-        mark = "ok" if side.name_ok else f"MISMATCH, expected {side.expected_name!r}"
+        if side.name_ok:
+            mark = "ok"
+        elif side.expected_name:
+            mark = f"MISMATCH, expected {side.expected_name!r}"
+        else:
+            mark = f"no expected name: set {env}_database in setup.cfg [dbtools]"
         out.append(f"   database   {ident.get('database')} ({mark})")
         out.append(f"   server     PostgreSQL {ident.get('server_version')}")
         out.append(f"   ssl        {'on' if ident.get('ssl') else 'off'}")
@@ -29,18 +44,10 @@ def render(report: verify_mod.VerifyReport) -> str:
                 f"{len(m.get('pending', []))} pending"
                 + (f", DRIFT in {', '.join(m['drift'])}" if m.get("drift") else "")
             )
-        mk = side.marketplace
-        if any(v is not None for v in mk.values()):
-            out.append(
-                f"   marketplace {mk.get('users')} users, {mk.get('builder_profiles')} builder "
-                f"profiles, {mk.get('searchable_builders')} searchable, "
-                f"{mk.get('demo_users')} demo users"
-            )
-            liam = mk.get("liam_com")
-            out.append(
-                f"   liam@buildappswith.com {'present' if liam else 'MISSING'}; "
-                f"@buildappswith.ai addresses: {mk.get('buildappswith_ai_addresses')}"
-            )
+        shown = [(report.summary_labels.get(k, k), v) for k, v in side.summary.items()]
+        if any(v is not None for _, v in shown):  # all n/a: the schema is not there yet
+            for i, (label, value) in enumerate(shown):
+                out.append(f"   {'summary' if i == 0 else '':<10} {label}: {_value(value)}")
         if side.tables:
             rows = [[k, v] for k, v in side.tables.items()]
             out.append(
@@ -63,9 +70,11 @@ def render(report: verify_mod.VerifyReport) -> str:
 def verify(opts: Options) -> None:
     """Pre-flight check of dev and prod: reachable, right names, distinct, row counts.
 
+    Each side also shows the project's summary: the `-- summary:` entries of checks/*.sql.
+
     \b
     Example:
-      dbtools verify --json | jq .sides.prod.marketplace
+      dbtools verify --json | jq .sides.prod.summary
     """
     report = verify_mod.verify(opts.settings)
     code = verify_mod.exit_code(report)
