@@ -10,6 +10,8 @@ then does three things:
    length of a query), cancels the in-flight query of every connection registered with
    `cancel_on_signal`: COPYs, content hashes, lock waits. The blocked call returns at once
    with an error, the Python handler runs, and worker threads see `received()` and stop.
+   The watcher also re-sends the signal to the main thread: the kernel may have delivered it
+   to another thread, which would leave the main thread asleep and its handler unrun.
 3. If the process still has not exited `GRACE_SECONDS` later, the watcher prints the line
    and ends it with os._exit: the server then rolls back whatever was open, as it does for
    any closed connection. A hang is never an outcome.
@@ -55,7 +57,9 @@ class Interrupted(BaseException):
         return self._message
 
 
-_lock = threading.Lock()
+# Reentrant: the Python handler runs in the main thread between any two bytecodes, possibly
+# while that thread holds this lock (in cancel_on_signal, say); a plain Lock deadlocks there.
+_lock = threading.RLock()
 _signum: int | None = None  # the first signal received, if any
 _raised = False
 _deferred = 0
@@ -193,6 +197,22 @@ def _handler(signum: int, _frame: Any) -> None:
     raise Interrupted(_signum)
 
 
+def _wake_main(signum: int) -> None:
+    """Deliver the signal to the main thread itself.
+
+    The kernel gives a process-directed signal to any thread that does not block it: a worker
+    in libpq, one of Arrow's threads. The main thread is then not woken: asleep in a pause or
+    blocked in a lock it would stay there, its handler never run and its cleanup (removing a
+    partial build) never done, until the grace period ends the process. Sent to it directly,
+    the signal interrupts that wait; if the handler already ran, the second call is a no-op.
+    """
+    with _lock:
+        if _raised:  # the main thread already took it and is unwinding
+            return
+    with contextlib.suppress(Exception):
+        signal.pthread_kill(threading.main_thread().ident or 0, signum)
+
+
 class _Watcher(threading.Thread):
     """Reads the wakeup fd: cancels queries at once and bounds the time to exit."""
 
@@ -216,6 +236,7 @@ class _Watcher(threading.Thread):
                 continue
             _record(nums[0])
             _cancel_all()
+            _wake_main(nums[0])
             if not self.stopped.wait(GRACE_SECONDS):
                 # Cleanup is stuck (a server that does not answer a cancel): end it here. The
                 # server rolls back what was open when it sees the connection close.
