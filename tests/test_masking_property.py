@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dbtools import config
-from dbtools.config import mask_url, parse_url, redact
+from dbtools.config import mask_url, parse_url, redact, redaction
 
 # No server: masking is string work (`pytest -m pure` runs it without PostgreSQL).
 pytestmark = pytest.mark.pure
@@ -38,10 +38,10 @@ PLACEHOLDER = "Placeholder-Pw-1"
 @pytest.fixture(autouse=True)
 def _own_secret_registry() -> Iterator[None]:
     """Secrets registered by generated examples must not leak into other tests' redaction."""
-    saved = set(config._secrets)
+    saved = set(redaction.known_secrets)
     yield
-    config._secrets.clear()
-    config._secrets.update(saved)
+    redaction.known_secrets.clear()
+    redaction.known_secrets.update(saved)
 
 
 def encoded(pw: str) -> str:
