@@ -41,6 +41,7 @@ INVOCATIONS: list[tuple[str, list[str]]] = [
     ("migrate unlock", ["migrate", "unlock", "--target", "dev", "--yes"]),
     ("sync-schema", ["sync-schema", "--dry-run"]),
     ("diff", ["diff"]),
+    ("plan", ["plan", "--save"]),
     ("backup", ["backup"]),
     ("snapshot create", ["snapshot", "create", "--target", "dev"]),
     ("snapshot list", ["snapshot", "list"]),
@@ -125,6 +126,7 @@ EXPECTED: dict[str, tuple[set[int], bool]] = {
     "migrate unlock": ({0}, False),
     "sync-schema": ({3}, True),  # dev has nothing applied: prod may not get migrations
     "diff": ({0}, True),  # two empty databases are identical
+    "plan": ({0}, True),  # snapshots both (read-only) and saves the plan
     "backup": ({0}, True),
     "snapshot create": ({0}, False),
     "snapshot list": ({0}, False),
@@ -153,6 +155,7 @@ UNREACHABLE: dict[str, int] = {
     "migrate unlock": 0,
     "sync-schema": 2,
     "diff": 2,
+    "plan": 2,
     "backup": 2,
     "snapshot create": 0,
     "snapshot list": 0,

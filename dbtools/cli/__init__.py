@@ -65,9 +65,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from dbtools.cli import migrate_cmd, snapshot_cmd, sync_cmd, verify_cmd
+    from dbtools.cli import migrate_cmd, plan_cmd, snapshot_cmd, sync_cmd, verify_cmd
 
-    for module in (verify_cmd, migrate_cmd, snapshot_cmd, sync_cmd):
+    for module in (verify_cmd, migrate_cmd, snapshot_cmd, plan_cmd, sync_cmd):
         for command in module.COMMANDS:
             main.add_command(command)
 

@@ -368,6 +368,7 @@ def _create(
                 columns=list(ex.columns),
                 content_hash=str(ex.content_hash),
                 sequences=owned.get(table.key, []),
+                primary_key=list(table.primary_key),
             )
         manifest = fmt.Manifest(
             created_at=created.isoformat().replace("+00:00", "Z"),

@@ -1,4 +1,4 @@
-"""`snapshot query`: SQL over a snapshot's Parquet files with DuckDB (an optional extra).
+"""`snapshot query`: SQL over a snapshot's Parquet files with DuckDB.
 
 Every table becomes a DuckDB view under its bare name ("User") and, for schemas other than
 main, also as "schema"."table"; the database is in-memory, so nothing is ever written.
@@ -51,6 +51,26 @@ def _shown(value: Any) -> Any:
     return value
 
 
+def table_source(con: Any, label: str, paths: list[Path]) -> str:
+    """A SELECT over one table's checked Parquet files.
+
+    A path holding a glob character would be expanded by DuckDB: those files are read with
+    pyarrow and registered under `label` instead."""
+    names = [str(p) for p in paths]
+    if any(c in p for p in names for c in "*?[{"):
+        con.register(label, _arrow(paths))
+        return f"SELECT * FROM {_ident(label)}"
+    return f"SELECT * FROM read_parquet([{', '.join(map(_literal, names))}])"
+
+
+def lock_down(con: Any, allowed: list[str]) -> None:
+    """From here DuckDB reads exactly `allowed` and nothing else: no other file, no COPY TO,
+    no ATTACH, no extension, and the setting itself cannot be changed back."""
+    con.execute(f"SET allowed_paths = [{', '.join(map(_literal, allowed))}]")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+
+
 def query_snapshot(path: Path, sql: str, *, limit: int | None = 1000) -> QueryResult:
     """Run one SQL statement over the snapshot; at most `limit` rows are returned."""
     try:
@@ -58,7 +78,7 @@ def query_snapshot(path: Path, sql: str, *, limit: int | None = 1000) -> QueryRe
     except ImportError:
         raise ConfigError(
             "snapshot query needs DuckDB, which is not installed",
-            hint="pip install 'dbtools[query]' (or pip install duckdb)",
+            hint="reinstall dbtools (pip install duckdb)",
         ) from None
     directory = Path(path)
     manifest = fmt.read_manifest(directory)
@@ -69,21 +89,13 @@ def query_snapshot(path: Path, sql: str, *, limit: int | None = 1000) -> QueryRe
         for schema in sorted(schemas):
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {_ident(schema)}")
         allowed: list[str] = []
-        for key, entry in manifest.tables.items():
-            paths = [str(p) for p in files[key]]
-            if any(c in p for p in paths for c in "*?[{"):
-                # DuckDB would expand these as a glob: read the checked files ourselves.
-                con.register(f"__dbtools_{len(allowed)}_{entry.name}", _arrow(files[key]))
-                source = f"SELECT * FROM {_ident(f'__dbtools_{len(allowed)}_{entry.name}')}"
-            else:
-                source = f"SELECT * FROM read_parquet([{', '.join(map(_literal, paths))}])"
-            allowed += paths
+        for n, (key, entry) in enumerate(manifest.tables.items()):
+            source = table_source(con, f"__dbtools_{n}_{entry.name}", files[key])
+            allowed += [str(p) for p in files[key]]
             con.execute(f"CREATE VIEW {_ident(entry.name)} AS {source}")
             if entry.schema != "main":
                 con.execute(f"CREATE VIEW {_ident(entry.schema)}.{_ident(entry.name)} AS {source}")
-        con.execute(f"SET allowed_paths = [{', '.join(map(_literal, allowed))}]")
-        con.execute("SET enable_external_access = false")
-        con.execute("SET lock_configuration = true")
+        lock_down(con, allowed)
         try:
             cur = con.execute(sql)
         except duckdb.Error as exc:

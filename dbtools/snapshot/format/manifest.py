@@ -74,6 +74,9 @@ class TableEntry:
     columns: list[dict[str, Any]]
     content_hash: str
     sequences: list[dict[str, Any]] = field(default_factory=list)
+    # The primary key's columns, in key order; empty for a table without one (and in
+    # snapshots written before dbtools recorded it). `dbtools plan` matches rows on it.
+    primary_key: list[str] = field(default_factory=list)
 
     @property
     def key(self) -> str:
@@ -101,6 +104,7 @@ class TableEntry:
             columns=_columns(_need(data, "columns", where), f"{where}.columns"),
             content_hash=_str(_need(data, "content_hash", where), f"{where}.content_hash"),
             sequences=_sequences(data.get("sequences", []), f"{where}.sequences"),
+            primary_key=_strings(data.get("primary_key", []), f"{where}.primary_key", empty=False),
         )
 
 

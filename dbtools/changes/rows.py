@@ -1,0 +1,177 @@
+"""Row-level comparison of one table across two snapshots, with DuckDB over their Parquet files.
+
+The two sides are joined on the primary key (a FULL OUTER JOIN that DuckDB runs out of core,
+so a table is never loaded into Python's memory); a row is updated when any compared column
+IS DISTINCT FROM its counterpart (NULL-aware). Only columns stored the same way on both sides
+are compared value by value: a column kept in PostgreSQL's text form on one side and native
+on the other (a value that did not fit the native type) could differ in spelling while equal
+in value, so such a table is reported as replaced whole rather than guessed at.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import decimal
+import uuid
+from pathlib import Path
+from typing import Any
+
+from dbtools.changes.model import BY_KEY, REPLACED, SAMPLE_KEYS, TableChanges
+from dbtools.snapshot import format as fmt
+from dbtools.snapshot.query import table_source
+
+# The presence markers of the join; a user column of this name is never compared with them.
+_IN_DEV = "__dbtools_in_dev"
+_IN_PROD = "__dbtools_in_prod"
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _shape(entry: fmt.TableEntry) -> dict[str, tuple[str, str]]:
+    """column -> (Arrow type, encoding): how the column is stored in this snapshot."""
+    return {c["name"]: (str(c.get("arrow_type")), str(c.get("encoding"))) for c in entry.columns}
+
+
+def jsonable(value: Any) -> Any:
+    """A key value as JSON shows it: bytea as PostgreSQL's `\\x` hex, the rest as text."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "\\x" + bytes(value).hex()
+    if isinstance(value, (_dt.date, _dt.datetime, _dt.time)):
+        return value.isoformat()
+    if isinstance(value, (decimal.Decimal, uuid.UUID, _dt.timedelta)):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    return str(value)
+
+
+class TableSources:
+    """The DuckDB views of both snapshots' tables, locked to exactly their files."""
+
+    def __init__(
+        self, con: Any, dev_dir: Path, dev: fmt.Manifest, prod_dir: Path, prod: fmt.Manifest
+    ):
+        self.con = con
+        self.views: dict[tuple[str, str], str | None] = {}
+        allowed: list[str] = []
+        for side, directory, manifest in (("dev", dev_dir, dev), ("prod", prod_dir, prod)):
+            for n, (key, entry) in enumerate(sorted(manifest.tables.items())):
+                paths = fmt.table_files(directory, entry)
+                if not paths:
+                    self.views[(side, key)] = None
+                    continue
+                view = f"{side}_{n}"
+                source = table_source(con, f"__dbtools_{side}_{n}", paths)
+                con.execute(f"CREATE VIEW {_ident(view)} AS {source}")
+                self.views[(side, key)] = view
+                allowed += [str(p) for p in paths]
+        from dbtools.snapshot.query import lock_down
+
+        lock_down(con, allowed)
+
+    def view(self, side: str, key: str) -> str | None:
+        return self.views.get((side, key))
+
+
+def compare_table(
+    sources: TableSources, key: str, dev: fmt.TableEntry, prod: fmt.TableEntry
+) -> TableChanges:
+    """Inserted, updated (and which columns), deleted and unchanged rows of one table."""
+    out = TableChanges(
+        table=key,
+        mode=BY_KEY,
+        key=list(dev.primary_key),
+        dev_rows=dev.rows,
+        prod_rows=prod.rows,
+        dev_content_hash=dev.content_hash,
+        prod_content_hash=prod.content_hash,
+    )
+    dev_shape, prod_shape = _shape(dev), _shape(prod)
+    reason = _not_comparable(dev, prod, dev_shape, prod_shape)
+    if reason:
+        out.mode, out.note = REPLACED, reason
+        out.inserted, out.deleted = dev.rows, prod.rows
+        return out
+    common = [c for c in dev_shape if c in prod_shape and c not in dev.primary_key]
+    only_dev = [c for c in dev_shape if c not in prod_shape]
+    only_prod = [c for c in prod_shape if c not in dev_shape]
+    if only_dev or only_prod:
+        parts = []
+        if only_dev:
+            parts.append("columns only in dev: " + ", ".join(only_dev))
+        if only_prod:
+            parts.append("columns only in prod: " + ", ".join(only_prod))
+        out.note = "; ".join(parts) + " (compared on the columns both have)"
+    dev_view, prod_view = sources.view("dev", key), sources.view("prod", key)
+    if dev_view is None or prod_view is None:  # one side holds no rows at all
+        out.inserted = dev.rows if prod_view is None else 0
+        out.deleted = prod.rows if dev_view is None else 0
+        only = dev_view or prod_view
+        kind = "inserted" if dev_view else "deleted"
+        if only:
+            out.samples[kind] = _keys(sources.con, f"FROM {_ident(only)}", out.key, "true")
+        return out
+    join = (
+        f"FROM (SELECT *, true AS {_IN_DEV} FROM {_ident(dev_view)}) d "
+        f"FULL OUTER JOIN (SELECT *, true AS {_IN_PROD} FROM {_ident(prod_view)}) p ON "
+        + " AND ".join(f"d.{_ident(k)} = p.{_ident(k)}" for k in out.key)
+    )
+    differs = {c: f"d.{_ident(c)} IS DISTINCT FROM p.{_ident(c)}" for c in common}
+    kinds = {
+        "inserted": f"p.{_IN_PROD} IS NULL",
+        "deleted": f"d.{_IN_DEV} IS NULL",
+        "updated": f"d.{_IN_DEV} AND p.{_IN_PROD} AND ("
+        + (" OR ".join(differs.values()) or "false")
+        + ")",
+    }
+    selects = [f"count(*) FILTER (WHERE {cond})" for cond in kinds.values()]
+    both = f"d.{_IN_DEV} AND p.{_IN_PROD}"
+    selects += [f"count(*) FILTER (WHERE {both} AND {cond})" for cond in differs.values()]
+    row = sources.con.execute(f"SELECT {', '.join(selects)} {join}").fetchone()
+    out.inserted, out.deleted, out.updated = int(row[0]), int(row[1]), int(row[2])
+    out.changed_columns = {c: int(n) for c, n in zip(differs, row[3:], strict=True) if n}
+    out.unchanged = dev.rows - out.inserted - out.updated
+    for kind, cond in kinds.items():
+        if getattr(out, kind):
+            side = "p" if kind == "deleted" else "d"
+            out.samples[kind] = _keys(sources.con, join, out.key, cond, side)
+    return out
+
+
+def _not_comparable(
+    dev: fmt.TableEntry,
+    prod: fmt.TableEntry,
+    dev_shape: dict[str, tuple[str, str]],
+    prod_shape: dict[str, tuple[str, str]],
+) -> str:
+    """Why the rows cannot be matched one by one ('' when they can)."""
+    if not dev.primary_key:
+        return "no primary key to match rows on: prod's rows are replaced by dev's"
+    missing = [k for k in dev.primary_key if k not in dev_shape or k not in prod_shape]
+    if missing:
+        return f"key column {missing[0]!r} is not in both snapshots"
+    if prod.primary_key and prod.primary_key != dev.primary_key:
+        return "the primary key differs between dev and prod"
+    for name, how in dev_shape.items():
+        if name in prod_shape and prod_shape[name] != how:
+            return (
+                f"column {name!r} is stored as {how[0]} in dev and {prod_shape[name][0]} in "
+                "prod (a value did not fit the native type): not compared row by row"
+            )
+    return ""
+
+
+def _keys(
+    con: Any, source: str, key: list[str], cond: str, side: str | None = None
+) -> list[dict[str, Any]]:
+    """A few keys of the rows matching `cond`, smallest first."""
+    cols = [f"{side}.{_ident(k)}" if side else _ident(k) for k in key]
+    rows = con.execute(
+        f"SELECT {', '.join(cols)} {source} WHERE {cond} ORDER BY {', '.join(cols)} "
+        f"LIMIT {SAMPLE_KEYS}"
+    ).fetchall()
+    return [{k: jsonable(v) for k, v in zip(key, r, strict=True)} for r in rows]

@@ -1,0 +1,147 @@
+"""`dbtools plan`: what a sync would change in prod, row by row, before anything runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from dbtools import changes
+from dbtools.cli.output import Options, common_options, table
+from dbtools.errors import ConfigError
+
+_KINDS = ("inserted", "updated", "deleted")
+
+
+def _columns(t: changes.TableChanges) -> str:
+    return ", ".join(f"{c} ({n})" for c, n in sorted(t.changed_columns.items()))
+
+
+def _sample(key: dict[str, Any]) -> str:
+    if len(key) == 1:
+        return repr(next(iter(key.values())))
+    return "(" + ", ".join(f"{k}={v!r}" for k, v in key.items()) + ")"
+
+
+def _header(cs: changes.ChangeSet, saved: Path | None) -> list[str]:
+    lines = [f"dev snapshot:  {cs.dev.path}", f"prod snapshot: {cs.prod.path}"]
+    if saved:
+        lines.append(f"saved plan:    {saved}")
+    if cs.migrations_to_apply:
+        lines.append("migrations sync-schema would apply: " + ", ".join(cs.migrations_to_apply))
+    if cs.migrations_only_in_prod:
+        lines.append("migrations applied in prod only: " + ", ".join(cs.migrations_only_in_prod))
+    return lines
+
+
+def _details(cs: changes.ChangeSet) -> list[str]:
+    """Per table: the sample keys of each kind of change, and the notes."""
+    out: list[str] = []
+    for t in cs.tables:
+        for kind in _KINDS:
+            if t.samples.get(kind):
+                more = getattr(t, kind) - len(t.samples[kind])
+                keys = ", ".join(_sample(k) for k in t.samples[kind])
+                out.append(f"  {t.table} {kind}: {keys}" + (f" (+{more} more)" if more else ""))
+        if t.note:
+            out.append(f"  {t.table}: {t.note}")
+    for name, move in cs.sequences.items():
+        out.append(f"  sequence {name}: {move['prod']} -> {move['dev']}")
+    for key in cs.tables_only_in_prod:
+        out.append(f"  {key}: only in prod, not touched by the load")
+    return out
+
+
+def render_text(cs: changes.ChangeSet, saved: Path | None = None) -> str:
+    rows = [
+        [t.table, t.mode, t.inserted, t.updated, t.deleted, t.unchanged, _columns(t)]
+        for t in cs.tables
+    ]
+    header = ["table", "compared", "insert", "update", "delete", "same", "changed columns"]
+    totals = cs.totals
+    lines = [*_header(cs, saved), "", table(rows, header)]
+    details = _details(cs)
+    if details:
+        lines += ["", "details:", *details]
+    lines += [
+        "",
+        f"in all: {totals['inserted']} inserted, {totals['updated']} updated, "
+        f"{totals['deleted']} deleted",
+    ]
+    return "\n".join(lines)
+
+
+def _md(text: object) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(cs: changes.ChangeSet, saved: Path | None = None) -> str:
+    """For a GitHub step summary: the same facts as a Markdown table."""
+    totals = cs.totals
+    lines = [
+        "## dbtools plan",
+        "",
+        f"{totals['inserted']} inserted, {totals['updated']} updated, {totals['deleted']} deleted.",
+        "",
+        *[f"- {_md(line)}" for line in _header(cs, saved)],
+        "",
+        "| table | compared | insert | update | delete | same | changed columns |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
+    for t in cs.tables:
+        cells = [t.table, t.mode, t.inserted, t.updated, t.deleted, t.unchanged, _columns(t)]
+        lines.append("| " + " | ".join(_md(c) for c in cells) + " |")
+    details = _details(cs)
+    if details:
+        lines += ["", "<details><summary>details</summary>", "", "```"]
+        lines += [d.strip() for d in details] + ["```", "", "</details>"]
+    return "\n".join(lines)
+
+
+@click.command()
+@click.option(
+    "--dev-snapshot",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Compare this dev snapshot instead of taking a fresh one (with --prod-snapshot).",
+)
+@click.option(
+    "--prod-snapshot",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Compare with this prod snapshot instead of prod's current state.",
+)
+@click.option("--markdown", is_flag=True, help="Print Markdown (for a GitHub step summary).")
+@click.option("--save", is_flag=True, help="Write the plan into the archive (snapshots/plans/).")
+@common_options()
+def plan(
+    opts: Options, dev_snapshot: Path | None, prod_snapshot: Path | None, markdown: bool, save: bool
+) -> None:
+    """What sync-data would change in prod, row by row, writing nothing to either database.
+
+    Rows are matched on the primary key: inserted, updated (and which columns), deleted,
+    unchanged, with a few sample keys each. A table without a primary key is replaced whole
+    and says so; preserved tables keep prod's rows. Without --dev-snapshot/--prod-snapshot
+    both databases are snapshotted (read-only) and compared.
+
+    \b
+    Examples:
+      dbtools plan
+      dbtools plan --markdown >> "$GITHUB_STEP_SUMMARY"
+      dbtools plan --json | jq .totals
+    """
+    if (dev_snapshot is None) != (prod_snapshot is None):
+        raise ConfigError("give both --dev-snapshot and --prod-snapshot, or neither")
+    settings = opts.settings
+    if dev_snapshot is not None and prod_snapshot is not None:
+        preserved = changes.preserved_keys(settings)
+        cs = changes.compare(dev_snapshot, prod_snapshot, preserved=preserved)
+    else:
+        cs = changes.plan_sync(settings, progress=opts.progress)
+    saved = changes.save(settings, cs) if save else None
+    data = {"plan_id": changes.plan_id(cs), **cs.jsonable()}
+    if saved:
+        data["saved"] = str(saved)
+    opts.emit(data, lambda: render_markdown(cs, saved) if markdown else render_text(cs, saved))
+
+
+COMMANDS = [plan]

@@ -1,0 +1,178 @@
+"""`dbtools plan`: exactly what a sync would change in prod, row by row, writing nothing.
+
+Dev and prod start equal; dev then gets 3 updates, 2 deletes and 4 inserts in one table. The
+plan must report exactly those, with the changed columns and sample keys, leave both
+databases byte-identical, and say plainly what it cannot compare row by row.
+"""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+
+from support.db import digests, execute
+from support.project import Project
+
+SCHEMA = """
+CREATE TABLE item (id int PRIMARY KEY, name text, price numeric(10,2), tags text[],
+                   blob bytea, note text);
+CREATE TABLE "Odd #?% na/me" ("k 1" text, "k@2" int, v text, PRIMARY KEY ("k 1", "k@2"));
+CREATE TABLE nokey (a int, b text);
+CREATE TABLE same (id int PRIMARY KEY, v text);
+CREATE TABLE "Account" (id int PRIMARY KEY, email text);
+"""
+
+FILL = """
+INSERT INTO item SELECT g, 'item ' || g, g * 1.5, ARRAY['t' || g], decode(md5(g::text), 'hex'),
+       CASE WHEN g % 2 = 0 THEN 'even' END
+FROM generate_series(1, 50) g;
+INSERT INTO "Odd #?% na/me" SELECT 'ключ ' || g, g, 'v' || g FROM generate_series(1, 5) g;
+INSERT INTO nokey SELECT g, 'b' || g FROM generate_series(1, 7) g;
+INSERT INTO same SELECT g, 's' || g FROM generate_series(1, 10) g;
+INSERT INTO "Account" SELECT g, 'u' || g || '@x' FROM generate_series(1, 3) g;
+"""
+
+DEV_CHANGES = """
+UPDATE item SET name = 'renamed' WHERE id = 10;
+UPDATE item SET price = 999.99, note = 'changed' WHERE id = 20;
+UPDATE item SET note = NULL WHERE id = 30;
+DELETE FROM item WHERE id IN (5, 6);
+INSERT INTO item (id, name) VALUES (51, 'n51'), (52, 'n52'), (53, 'n53'), (54, 'n54');
+UPDATE "Odd #?% na/me" SET v = 'changed' WHERE "k@2" = 2;
+INSERT INTO nokey VALUES (8, 'b8');
+INSERT INTO "Account" VALUES (99, 'dev-only@x');
+"""
+
+
+@pytest.fixture
+def diverged(project: Project) -> Project:
+    for url in (project.dev_url, project.prod_url):
+        execute(url, SCHEMA)
+        execute(url, FILL)
+    execute(project.dev_url, DEV_CHANGES)
+    return project
+
+
+def _plan(project: Project, *args: str) -> dict:
+    result = project.invoke("plan", "--json", *args)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def _table(plan: dict, key: str) -> dict:
+    return next(t for t in plan["tables"] if t["table"] == key)
+
+
+def test_plan_reports_exactly_the_rows_and_columns_that_differ(diverged: Project) -> None:
+    before = digests(diverged.dev_url), digests(diverged.prod_url)
+
+    plan = _plan(diverged)
+
+    item = _table(plan, "public.item")
+    assert item["mode"] == "by-key" and item["key"] == ["id"]
+    assert (item["inserted"], item["updated"], item["deleted"], item["unchanged"]) == (4, 3, 2, 45)
+    assert item["changed_columns"] == {"name": 1, "price": 1, "note": 2}
+    assert item["samples"] == {
+        "inserted": [{"id": 51}, {"id": 52}, {"id": 53}],
+        "updated": [{"id": 10}, {"id": 20}, {"id": 30}],
+        "deleted": [{"id": 5}, {"id": 6}],
+    }
+    odd = _table(plan, "public.Odd #?% na/me")
+    assert (odd["inserted"], odd["updated"], odd["deleted"]) == (0, 1, 0)
+    assert odd["changed_columns"] == {"v": 1}
+    assert odd["samples"]["updated"] == [{"k 1": "ключ 2", "k@2": 2}]
+    nokey = _table(plan, "public.nokey")
+    assert nokey["mode"] == "replaced whole" and "no primary key" in nokey["note"]
+    assert (nokey["inserted"], nokey["deleted"]) == (8, 7)
+    assert _table(plan, "public.same")["mode"] == "unchanged"
+    account = _table(plan, "public.Account")
+    assert account["mode"] == "preserved" and account["unchanged"] == 3
+    assert account["inserted"] == 0  # dev's extra login is never copied
+    assert plan["totals"] == {"inserted": 4 + 8, "updated": 3 + 1, "deleted": 2 + 7}
+    # computing the plan wrote nothing to either database
+    assert (digests(diverged.dev_url), digests(diverged.prod_url)) == before
+
+
+def test_text_and_markdown_show_the_same_counts(diverged: Project) -> None:
+    text = diverged.invoke("plan")
+    assert text.exit_code == 0, text.output
+    row = next(line for line in text.output.splitlines() if line.startswith("public.item "))
+    assert row.split()[:6] == ["public.item", "by-key", "4", "3", "2", "45"]
+    assert "public.item deleted: 5, 6" in text.output
+    assert "in all: 12 inserted, 4 updated, 9 deleted" in text.output
+
+    md = diverged.invoke("plan", "--markdown")
+    assert md.exit_code == 0, md.output
+    assert "| public.item | by-key | 4 | 3 | 2 | 45 | name (1), note (2), price (1) |" in md.output
+    assert "| public.Odd #?% na/me | by-key | 0 | 1 | 0 | 4 | v (1) |" in md.output
+
+
+def test_saved_plan_is_private_and_named_by_its_content(diverged: Project) -> None:
+    plan = _plan(diverged, "--save")
+    saved = Path(plan["saved"])
+    assert saved.parent == diverged.snapshot_dir / "plans"
+    assert stat.S_IMODE(saved.stat().st_mode) == 0o600
+    assert stat.S_IMODE(saved.parent.stat().st_mode) == 0o700
+    body = json.loads(saved.read_text())
+    assert body["plan_id"] == plan["plan_id"] and saved.name.endswith(
+        plan["plan_id"][:12] + ".json"
+    )
+    assert body["tables"] == plan["tables"]
+
+    # the same two snapshots give the same plan, offline
+    again = _plan(
+        diverged, "--dev-snapshot", plan["dev"]["path"], "--prod-snapshot", plan["prod"]["path"]
+    )
+    assert again["plan_id"] == plan["plan_id"]
+
+
+def test_a_snapshot_compared_with_itself_changes_nothing(diverged: Project) -> None:
+    plan = _plan(diverged)
+    dev = plan["dev"]["path"]
+    same = _plan(diverged, "--dev-snapshot", dev, "--prod-snapshot", dev)
+    assert same["totals"] == {"inserted": 0, "updated": 0, "deleted": 0}
+    assert {t["mode"] for t in same["tables"]} == {"unchanged", "preserved"}
+
+
+def test_half_given_or_tampered_inputs_get_one_line(diverged: Project) -> None:
+    plan = _plan(diverged)
+    half = diverged.invoke("plan", "--dev-snapshot", plan["dev"]["path"])
+    assert half.exit_code == 2
+    assert half.output.strip().splitlines() == [
+        "error: give both --dev-snapshot and --prod-snapshot, or neither"
+    ]
+
+    prod = Path(plan["prod"]["path"])
+    victim = next(prod.glob("public.item*.parquet"))
+    victim.chmod(0o600)
+    victim.write_bytes(victim.read_bytes()[:-20])
+    tampered = diverged.invoke(
+        "plan", "--dev-snapshot", plan["dev"]["path"], "--prod-snapshot", str(prod)
+    )
+    assert tampered.exit_code == 1, tampered.output
+    lines = tampered.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: the prod snapshot ")
+    assert "does not verify" in lines[0] and "Traceback" not in tampered.output
+
+
+def test_plan_of_the_marketplace_matches_every_table_on_its_key(project: Project) -> None:
+    from support.pipeline import migrate, seed_dev, seed_stale_prod
+
+    migrate(project.dev_url)
+    migrate(project.prod_url)
+    seed_dev(project.dev_url, builders=20)
+    seed_stale_prod(project.prod_url)
+    dev_counts = {k: v[0] for k, v in digests(project.dev_url).items()}
+
+    plan = _plan(project)
+
+    for t in plan["tables"]:
+        assert t["mode"] in ("by-key", "unchanged", "preserved"), t
+        if t["mode"] != "preserved":  # what prod holds after the load is dev's rows
+            assert t["dev_rows"] == t["inserted"] + t["updated"] + t["unchanged"], t
+            assert t["prod_rows"] == t["updated"] + t["deleted"] + t["unchanged"], t
+            assert t["dev_rows"] == dev_counts[t["table"]], t
+    assert plan["totals"]["inserted"] > 0
