@@ -6,7 +6,7 @@ queue behind those locks, so full-sync and rollback run their migrations HERE, o
 connection, inside the guard's transaction: schema and data then commit together or not at
 all.
 
-Each migration is executed exactly as `migrations._run_one` does for a normal apply: its
+Each migration is executed exactly as `migrations.run` runs one for a normal apply: its
 statements, then yoyo's bookkeeping (`_yoyo_migration` row, `_yoyo_log` row) and dbtools'
 checksum row (`_dbtools_migration_checksum`), all in the one transaction. A migration that
 cannot run inside a transaction (`-- transactional: false`), or a rollback step that is
@@ -30,10 +30,12 @@ from yoyo.migrations import Migration
 from dbtools import db, migrations
 from dbtools.db import Conn
 from dbtools.errors import LockBusy, MigrationError, SafetyError
+from dbtools.migrations.files import file_statements, load_migrations, rollback_path
+from dbtools.migrations.state import CREATE_CHECKSUM_TABLE
 
 
 def _by_id(migrations_dir: Path) -> dict[str, Migration]:
-    return {m.id: m for m in migrations._read(Path(migrations_dir))}
+    return {m.id: m for m in load_migrations(Path(migrations_dir))}
 
 
 def plan(migrations_dir: Path, ids: Sequence[str], direction: str) -> list[Migration]:
@@ -85,7 +87,7 @@ def ensure_bookkeeping(conn: Conn) -> None:
         "installed_at_utc TIMESTAMP)",
         "INSERT INTO _yoyo_version (version, installed_at_utc) "
         "SELECT 2, now() AT TIME ZONE 'UTC' WHERE NOT EXISTS (SELECT 1 FROM _yoyo_version)",
-        migrations._CREATE_CHECKSUM_TABLE,
+        CREATE_CHECKSUM_TABLE,
     ):
         _exec(conn, sql)
 
@@ -100,8 +102,8 @@ def _log(conn: Conn, m: Migration, operation: str, now: datetime) -> None:
 
 
 def _run_one(conn: Conn, m: Migration, direction: str) -> None:
-    path = Path(m.path) if direction == "apply" else migrations._rollback_path(m)
-    for statement in migrations._statements(path):
+    path = Path(m.path) if direction == "apply" else rollback_path(m)
+    for statement in file_statements(path):
         _exec(conn, statement)
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     _log(conn, m, direction, now)

@@ -13,6 +13,8 @@ import pytest
 
 from dbtools import migrations
 from dbtools.errors import ConfigError, MigrationError
+from dbtools.migrations.files import load_migrations
+from dbtools.migrations.plan import plan_apply, plan_rollback
 
 from support.project import REPO
 
@@ -40,7 +42,7 @@ def ids(plan: list) -> list[str]:
 
 @pytest.fixture
 def repo_files() -> list:
-    return migrations._read(MIGRATIONS)
+    return load_migrations(MIGRATIONS)
 
 
 @pytest.fixture
@@ -54,7 +56,7 @@ def branched(tmp_path: Path) -> list:
     (d / "0003_plan_c.sql").write_text("-- depends: 0001_plan_a\nCREATE TABLE c (id int);\n")
     for stem in ("0001_plan_a", "0002_plan_b", "0003_plan_c"):
         (d / f"{stem}.rollback.sql").write_text(f"DROP TABLE {stem[-1]};\n")
-    return migrations._read(d)
+    return load_migrations(d)
 
 
 def test_the_repository_migrations_apply_in_their_numbered_order(repo_files: list) -> None:
@@ -71,41 +73,41 @@ def test_apply_plans_what_is_pending_in_order(repo_files: list) -> None:
     every = ids(repo_files)
     for done in range(len(every) + 1):
         st = status(every[:done], every)
-        assert ids(migrations._plan_apply(st, repo_files, None, None)) == every[done:]
+        assert ids(plan_apply(st, repo_files, None, None)) == every[done:]
 
 
 def test_apply_upto_stops_at_that_migration(repo_files: list) -> None:
     every = ids(repo_files)
     st = status([], every)
-    assert ids(migrations._plan_apply(st, repo_files, every[1], None)) == every[:2]
+    assert ids(plan_apply(st, repo_files, every[1], None)) == every[:2]
     # already applied up to there: nothing to do
     st = status(every[:2], every)
-    assert ids(migrations._plan_apply(st, repo_files, every[1], None)) == []
+    assert ids(plan_apply(st, repo_files, every[1], None)) == []
 
 
 def test_apply_upto_an_unknown_migration_is_a_config_error(repo_files: list) -> None:
     st = status([], ids(repo_files))
     with pytest.raises(ConfigError, match="no migration '9999_nope' in the migrations dir"):
-        migrations._plan_apply(st, repo_files, "9999_nope", None)
+        plan_apply(st, repo_files, "9999_nope", None)
 
 
 def test_apply_by_id_runs_only_those_still_pending(repo_files: list) -> None:
     every = ids(repo_files)
     st = status(every[:1], every)
     chosen = [every[0], every[2]]  # the first is applied already
-    assert ids(migrations._plan_apply(st, repo_files, None, chosen)) == [every[2]]
+    assert ids(plan_apply(st, repo_files, None, chosen)) == [every[2]]
 
 
 def test_apply_by_an_unknown_id_names_it(repo_files: list) -> None:
     st = status([], ids(repo_files))
     with pytest.raises(ConfigError, match="no such migration: 9999_nope, 9998_nada"):
-        migrations._plan_apply(st, repo_files, None, ["9999_nope", "9998_nada"])
+        plan_apply(st, repo_files, None, ["9999_nope", "9998_nada"])
 
 
 def test_rollback_plans_the_newest_applied_first(repo_files: list) -> None:
     every = ids(repo_files)
     st = status(every, every)
-    plan = migrations._plan_rollback
+    plan = plan_rollback
     assert ids(plan(st, repo_files, None, None, LABEL)) == [every[-1]]  # default: one
     assert ids(plan(st, repo_files, None, 2, LABEL)) == every[::-1][:2]
     assert ids(plan(st, repo_files, None, 99, LABEL)) == every[::-1]
@@ -119,7 +121,7 @@ def test_rollback_of_a_migration_that_is_not_applied_is_refused(repo_files: list
     every = ids(repo_files)
     st = status(every[:1], every)
     with pytest.raises(MigrationError) as info:
-        migrations._plan_rollback(st, repo_files, [every[2]], None, LABEL)
+        plan_rollback(st, repo_files, [every[2]], None, LABEL)
     assert str(info.value) == f"not applied on {LABEL}, cannot roll back: {every[2]}"
     assert info.value.exit_code == 1
 
@@ -127,16 +129,14 @@ def test_rollback_of_a_migration_that_is_not_applied_is_refused(repo_files: list
 def test_rollback_refuses_to_leave_a_dependent_applied(branched: list) -> None:
     st = status(["0001_plan_a", "0002_plan_b", "0003_plan_c"], ids(branched))
     with pytest.raises(MigrationError) as info:
-        migrations._plan_rollback(st, branched, ["0001_plan_a"], None, LABEL)
+        plan_rollback(st, branched, ["0001_plan_a"], None, LABEL)
     assert "cannot roll back 0001_plan_a on dev database x" in str(info.value)
     assert "depends on it and stays applied" in str(info.value)
     # b alone may go: c depends on a, not on b
-    plan = migrations._plan_rollback(st, branched, ["0002_plan_b"], None, LABEL)
+    plan = plan_rollback(st, branched, ["0002_plan_b"], None, LABEL)
     assert ids(plan) == ["0002_plan_b"]
     # a with everything that depends on it: newest first, whatever order they were named in
-    plan = migrations._plan_rollback(
-        st, branched, ["0001_plan_a", "0002_plan_b", "0003_plan_c"], None, LABEL
-    )
+    plan = plan_rollback(st, branched, ["0001_plan_a", "0002_plan_b", "0003_plan_c"], None, LABEL)
     assert ids(plan) == ["0003_plan_c", "0002_plan_b", "0001_plan_a"]
 
 

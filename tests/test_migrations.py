@@ -11,6 +11,8 @@ import pytest
 
 from dbtools import catalog, db, migrations
 from dbtools.errors import DbtoolsError, MigrationError
+from dbtools.migrations.lock import locked
+from dbtools.migrations.session import open_session
 
 from support.db import applied_migrations, execute, fingerprint, schema_objects
 from support.project import REPO, Project
@@ -269,7 +271,7 @@ def test_a_second_concurrent_run_fails_clearly(
 ) -> None:
     monkeypatch.setenv("DBTOOLS_LOCK_TIMEOUT", "1")
     t = db.Target("dev", project.dev_url, project.dev_name)
-    with migrations._open(t, MIGRATIONS) as s, migrations._locked(s, 1):
+    with open_session(t, MIGRATIONS) as s, locked(s, 1):
         result = project.invoke("migrate", "apply", "--target", "dev")
     assert result.exit_code == 3
     assert "another dbtools migration run holds the lock" in result.output

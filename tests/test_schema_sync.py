@@ -12,6 +12,8 @@ import pytest
 from dbtools import migrations, schema_sync, sync
 from dbtools.config import load_settings
 from dbtools.errors import MigrationError, SafetyError
+from dbtools.migrations.lock import locked
+from dbtools.migrations.session import open_session
 
 from support.db import applied_migrations, execute, schema_objects
 from support.project import REPO, Project
@@ -205,7 +207,7 @@ def test_concurrent_sync_fails_clearly(project: Project, monkeypatch: pytest.Mon
     from dbtools import db
 
     t = db.Target("prod", project.prod_url, project.prod_name)
-    with migrations._open(t, MIGRATIONS) as s, migrations._locked(s, 1):
+    with open_session(t, MIGRATIONS) as s, locked(s, 1):
         result = project.invoke("sync-schema", "--yes")
     assert result.exit_code == 3
     assert "another dbtools migration run holds the lock" in result.output
