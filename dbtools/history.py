@@ -10,7 +10,7 @@ catalog reads only the configured schemas), so dev and prod still compare equal.
 
     CREATE TABLE _dbtools.history (
         id              bigserial PRIMARY KEY,
-        operation       text NOT NULL,   -- sync-data | full-sync | restore | rollback
+        operation       text NOT NULL,   -- sync-data | full-sync | apply | restore | rollback
         committed_at    timestamptz NOT NULL DEFAULT clock_timestamp(),
         backup_path     text,            -- the verified backup taken before this write
         backup_stamp    text,            -- its directory name (the archive stamp)
@@ -19,7 +19,9 @@ catalog reads only the configured schemas), so dev and prod still compare equal.
         undoes          bigint,          -- rollback: the id of the row it undid
         migrations      jsonb,           -- ids applied (full-sync) / rolled back (rollback)
         tables          jsonb,           -- table -> {rows_before, rows_after, preserved}
-        tool_version    text NOT NULL
+                                         --   (+ inserted/updated/deleted from an applied plan)
+        tool_version    text NOT NULL,
+        plan_id         text             -- apply: the id of the plan it applied
     )
 """
 
@@ -32,12 +34,13 @@ from pathlib import Path
 from typing import Any
 
 from dbtools import __version__, db
+from dbtools.config import Settings
 from dbtools.db import Conn
 
 SCHEMA = "_dbtools"
 TABLE = f"{SCHEMA}.history"
 # Operations whose backup a rollback may return to (a rollback's own backup never is).
-UNDOABLE = ("sync-data", "full-sync", "restore")
+UNDOABLE = ("sync-data", "full-sync", "restore", "apply")
 
 _CREATE = (
     f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}",
@@ -46,6 +49,8 @@ _CREATE = (
     "committed_at timestamptz NOT NULL DEFAULT clock_timestamp(), "
     "backup_path text, backup_stamp text, backup_sha256 text, snapshot_loaded text, "
     "undoes bigint, migrations jsonb, tables jsonb, tool_version text NOT NULL)",
+    # added with `dbtools apply`; a history table made by an older dbtools gains it here
+    f"ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS plan_id text",
 )
 
 
@@ -60,6 +65,8 @@ class Entry:
     snapshot_loaded: str | None
     undoes: int | None
     migrations: list[str] = field(default_factory=list)
+    tables: dict[str, Any] = field(default_factory=dict)
+    plan_id: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -79,8 +86,11 @@ def entries(conn: Conn) -> list[Entry]:
     with db.read_only_use(conn), conn.cursor() as cur:
         cur.execute(
             f"SELECT id, operation, committed_at::text, backup_path, backup_stamp, "
-            f"backup_sha256, snapshot_loaded, undoes, coalesce(migrations, '[]'::jsonb) "
-            f"FROM {TABLE} ORDER BY id DESC"
+            f"backup_sha256, snapshot_loaded, undoes, coalesce(migrations, '[]'::jsonb), "
+            # (to_jsonb: a table made by an older dbtools has no plan_id column, and this
+            # read-only path does not add it)
+            f"coalesce(tables, '{{}}'::jsonb), to_jsonb(h) ->> 'plan_id' "
+            f"FROM {TABLE} h ORDER BY id DESC"
         )
         rows = cur.fetchall()
     return [
@@ -94,9 +104,20 @@ def entries(conn: Conn) -> list[Entry]:
             snapshot_loaded=r[6],
             undoes=r[7],
             migrations=list(r[8] or []),
+            tables=dict(r[9] or {}),
+            plan_id=r[10],
         )
         for r in rows
     ]
+
+
+def recent(settings: Settings, limit: int) -> list[Entry]:
+    """The newest `limit` rows of prod's history, on a connection of its own."""
+    conn = db.connect(db.target(settings, "prod"), settings=settings)
+    try:
+        return entries(conn)[:limit]
+    finally:
+        conn.close()
 
 
 def undo_candidates(conn: Conn) -> list[Entry]:
@@ -121,6 +142,7 @@ def record(
     undoes: int | None = None,
     migrations: Iterable[str] = (),
     tables: dict[str, Any] | None = None,
+    plan_id: str | None = None,
 ) -> int:
     """Insert the row of a write, inside the caller's open transaction (it commits with it)."""
     with conn.cursor() as cur:
@@ -128,8 +150,8 @@ def record(
             cur.execute(sql)
         cur.execute(
             f"INSERT INTO {TABLE} (operation, backup_path, backup_stamp, backup_sha256, "
-            "snapshot_loaded, undoes, migrations, tables, tool_version) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb, %s) RETURNING id",
+            "snapshot_loaded, undoes, migrations, tables, tool_version, plan_id) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb, %s, %s) RETURNING id",
             (
                 operation,
                 str(backup_path) if backup_path else None,
@@ -140,6 +162,7 @@ def record(
                 json.dumps(list(migrations)),
                 json.dumps(tables or {}),
                 __version__,
+                plan_id,
             ),
         )
         row = cur.fetchone()

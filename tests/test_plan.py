@@ -14,41 +14,13 @@ from pathlib import Path
 import pytest
 
 from support.db import digests, execute
-from support.project import Project
-
-SCHEMA = """
-CREATE TABLE item (id int PRIMARY KEY, name text, price numeric(10,2), tags text[],
-                   blob bytea, note text);
-CREATE TABLE "Odd #?% na/me" ("k 1" text, "k@2" int, v text, PRIMARY KEY ("k 1", "k@2"));
-CREATE TABLE nokey (a int, b text);
-CREATE TABLE same (id int PRIMARY KEY, v text);
-CREATE TABLE "Account" (id int PRIMARY KEY, email text);
-"""
-
-FILL = """
-INSERT INTO item SELECT g, 'item ' || g, g * 1.5, ARRAY['t' || g], decode(md5(g::text), 'hex'),
-       CASE WHEN g % 2 = 0 THEN 'even' END
-FROM generate_series(1, 50) g;
-INSERT INTO "Odd #?% na/me" SELECT 'ключ ' || g, g, 'v' || g FROM generate_series(1, 5) g;
-INSERT INTO nokey SELECT g, 'b' || g FROM generate_series(1, 7) g;
-INSERT INTO same SELECT g, 's' || g FROM generate_series(1, 10) g;
-INSERT INTO "Account" SELECT g, 'u' || g || '@x' FROM generate_series(1, 3) g;
-"""
-
-DEV_CHANGES = """
-UPDATE item SET name = 'renamed' WHERE id = 10;
-UPDATE item SET price = 999.99, note = 'changed' WHERE id = 20;
-UPDATE item SET note = NULL WHERE id = 30;
-DELETE FROM item WHERE id IN (5, 6);
-INSERT INTO item (id, name) VALUES (51, 'n51'), (52, 'n52'), (53, 'n53'), (54, 'n54');
-UPDATE "Odd #?% na/me" SET v = 'changed' WHERE "k@2" = 2;
-INSERT INTO nokey VALUES (8, 'b8');
-INSERT INTO "Account" VALUES (99, 'dev-only@x');
-"""
+from support.diverged import DEV_CHANGES, FILL, SCHEMA
+from support.project import Project, configure
 
 
 @pytest.fixture
 def diverged(project: Project) -> Project:
+    configure(project, "preserved_tables = Account")
     for url in (project.dev_url, project.prod_url):
         execute(url, SCHEMA)
         execute(url, FILL)
@@ -176,3 +148,13 @@ def test_plan_of_the_marketplace_matches_every_table_on_its_key(project: Project
             assert t["prod_rows"] == t["updated"] + t["deleted"] + t["unchanged"], t
             assert t["dev_rows"] == dev_counts[t["table"]], t
     assert plan["totals"]["inserted"] > 0
+
+
+def test_a_misspelt_preserved_table_is_refused_as_the_sync_would(diverged: Project) -> None:
+    configure(diverged, "preserved_tables = account")
+    result = diverged.invoke("plan")
+    assert result.exit_code == 2
+    assert result.output.splitlines()[0] == (
+        "error: setup.cfg [dbtools] preserved_tables: 'public.account' matches no table in dev "
+        "or prod (did you mean 'public.Account'?)"
+    )

@@ -42,6 +42,8 @@ INVOCATIONS: list[tuple[str, list[str]]] = [
     ("sync-schema", ["sync-schema", "--dry-run"]),
     ("diff", ["diff"]),
     ("plan", ["plan", "--save"]),
+    ("apply", ["apply", "no-such-plan.json", "--yes"]),
+    ("history", ["history"]),
     ("backup", ["backup"]),
     ("snapshot create", ["snapshot", "create", "--target", "dev"]),
     ("snapshot list", ["snapshot", "list"]),
@@ -126,7 +128,9 @@ EXPECTED: dict[str, tuple[set[int], bool]] = {
     "migrate unlock": ({0}, False),
     "sync-schema": ({3}, True),  # dev has nothing applied: prod may not get migrations
     "diff": ({0}, True),  # two empty databases are identical
-    "plan": ({0}, True),  # snapshots both (read-only) and saves the plan
+    "plan": ({2}, True),  # preserved Account etc. match no table in two empty databases
+    "apply": ({2}, False),  # no such plan file: read before anything else
+    "history": ({0}, True),  # prod's history is empty
     "backup": ({0}, True),
     "snapshot create": ({0}, False),
     "snapshot list": ({0}, False),
@@ -156,6 +160,8 @@ UNREACHABLE: dict[str, int] = {
     "sync-schema": 2,
     "diff": 2,
     "plan": 2,
+    "apply": 2,
+    "history": 2,
     "backup": 2,
     "snapshot create": 0,
     "snapshot list": 0,

@@ -1,10 +1,11 @@
 """What a sync would change in prod, row by row: `dbtools plan`.
 
 `model` holds the nouns (a change set, per-table changes), `rows` compares one table of two
-snapshots with DuckDB, `compute` snapshots both sides, compares them and saves the result.
+snapshots with DuckDB, `compute` snapshots both sides and compares them, `saved` writes a
+plan into the archive, reads it back for `dbtools apply` and tells whether prod moved since.
 """
 
-from dbtools.changes.compute import compare, plan_id, plan_sync, preserved_keys, save
+from dbtools.changes.compute import compare, excluded_keys, plan_sync, preserved_keys
 from dbtools.changes.model import (
     BY_KEY,
     NEW_TABLE,
@@ -15,6 +16,7 @@ from dbtools.changes.model import (
     SnapshotRef,
     TableChanges,
 )
+from dbtools.changes.saved import SavedPlan, plan_id, read, save, stale_reasons
 
 __all__ = [
     "BY_KEY",
@@ -23,11 +25,15 @@ __all__ = [
     "REPLACED",
     "UNCHANGED",
     "ChangeSet",
+    "SavedPlan",
     "SnapshotRef",
     "TableChanges",
     "compare",
+    "excluded_keys",
     "plan_id",
     "plan_sync",
     "preserved_keys",
+    "read",
     "save",
+    "stale_reasons",
 ]

@@ -7,9 +7,7 @@ neither database is written. `compare` works on any two snapshots, e.g. two arch
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
+import difflib
 from pathlib import Path
 
 from dbtools.changes.model import (
@@ -25,8 +23,6 @@ from dbtools.config import Settings
 from dbtools.db import Progress
 from dbtools.errors import ConfigError, VerificationFailed
 from dbtools.snapshot import format as fmt
-
-PLANS_DIR = "plans"  # under the snapshot archive: saved change sets, private like backups
 
 
 def _verified(directory: Path, role: str) -> fmt.Manifest:
@@ -58,11 +54,35 @@ def _sequences(manifest: fmt.Manifest, skip: set[str]) -> dict[str, tuple[object
     return out
 
 
-def compare(dev_dir: Path, prod_dir: Path, *, preserved: set[str]) -> ChangeSet:
+def _unmatched(
+    dev: fmt.Manifest, prod: fmt.Manifest, preserved: set[str], excluded: set[str]
+) -> None:
+    """A preserved or excluded name that matches no table is a typo the sync itself would
+    refuse (a misspelt preserved table gets overwritten): the plan refuses it the same way."""
+    tables = set(dev.tables) | set(prod.tables)
+    known = tables | set(dev.excluded_tables) | set(prod.excluded_tables)
+    for setting, keys, pool in (
+        ("preserved_tables", preserved, tables),
+        ("excluded_tables", excluded, known),
+    ):
+        for key in sorted(keys - pool):
+            lower = {k.lower(): k for k in known}
+            close = difflib.get_close_matches(key.lower(), list(lower), n=1)
+            raise ConfigError(
+                f"setup.cfg [dbtools] {setting}: {key!r} matches no table in dev or prod"
+                + (f" (did you mean {lower[close[0]]!r}?)" if close else ""),
+                hint="table names are case-sensitive; write them as `schema.table`",
+            )
+
+
+def compare(
+    dev_dir: Path, prod_dir: Path, *, preserved: set[str], excluded: set[str] | None = None
+) -> ChangeSet:
     """What loading the dev snapshot into prod would change, prod being the prod snapshot.
 
     Both snapshots are verified first (checksums, row counts); `preserved` are table keys
-    whose prod rows a sync keeps.
+    whose prod rows a sync keeps, `excluded` those the snapshots leave out (both checked
+    to name real tables).
     """
     try:
         import duckdb
@@ -70,6 +90,7 @@ def compare(dev_dir: Path, prod_dir: Path, *, preserved: set[str]) -> ChangeSet:
         raise ConfigError("dbtools plan needs DuckDB", hint="pip install duckdb") from None
     dev_dir, prod_dir = Path(dev_dir), Path(prod_dir)
     dev, prod = _verified(dev_dir, "dev"), _verified(prod_dir, "prod")
+    _unmatched(dev, prod, preserved, excluded or set())
     con = duckdb.connect(":memory:")
     try:
         sources = TableSources(con, dev_dir, dev, prod_dir, prod)
@@ -142,32 +163,23 @@ def plan_sync(settings: Settings, *, progress: Progress = None, workers: int = 2
 
     dev = create_snapshot(settings, "dev", progress=progress, workers=workers, reason="plan")
     prod = create_snapshot(settings, "prod", progress=progress, workers=workers, reason="plan")
-    return compare(dev.path, prod.path, preserved=preserved_keys(settings))
+    return compare(
+        dev.path, prod.path, preserved=preserved_keys(settings), excluded=excluded_keys(settings)
+    )
+
+
+def _keys(settings: Settings, names: tuple[str, ...]) -> set[str]:
+    from dbtools import catalog
+
+    schema = settings.schemas[0] if settings.schemas else "public"
+    return set(catalog.normalize_table_names(names, schema))
 
 
 def preserved_keys(settings: Settings) -> set[str]:
     """The configured preserved tables as "schema.table" keys."""
-    from dbtools import catalog
-
-    schema = settings.schemas[0] if settings.schemas else "public"
-    return set(catalog.normalize_table_names(settings.preserved_tables, schema))
+    return _keys(settings, settings.preserved_tables)
 
 
-def plan_id(changes: ChangeSet) -> str:
-    """A stable id of the change set's content: what a reviewer approved."""
-    body = json.dumps(changes.jsonable(), sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(body.encode("utf-8")).hexdigest()
-
-
-def save(settings: Settings, changes: ChangeSet) -> Path:
-    """Write the change set into the archive (0600 in a 0700 directory); return its path."""
-    directory = settings.snapshot_dir / PLANS_DIR
-    fmt.make_private_dir(directory)
-    ident = plan_id(changes)
-    path = directory / f"{fmt.stamp_of(fmt.utc_now())}-{ident[:12]}.json"
-    data = {"plan_id": ident, **changes.jsonable()}
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        json.dump(data, out, indent=2, sort_keys=True, default=str)
-        out.write("\n")
-    return path
+def excluded_keys(settings: Settings) -> set[str]:
+    """The configured excluded tables as "schema.table" keys."""
+    return _keys(settings, settings.excluded_tables)

@@ -1,4 +1,6 @@
-"""`dbtools plan`: what a sync would change in prod, row by row, before anything runs."""
+"""Promotion as plan -> apply -> history: `dbtools plan` shows what a sync would change in
+prod row by row, `dbtools apply` applies exactly a reviewed plan, `dbtools history` lists
+what prod's own history recorded."""
 
 from __future__ import annotations
 
@@ -7,8 +9,9 @@ from typing import Any
 
 import click
 
-from dbtools import changes
+from dbtools import changes, db, history, sync
 from dbtools.cli.output import Options, common_options, table
+from dbtools.cli.sync_cmd import render_sync
 from dbtools.errors import ConfigError
 
 _KINDS = ("inserted", "updated", "deleted")
@@ -133,8 +136,12 @@ def plan(
         raise ConfigError("give both --dev-snapshot and --prod-snapshot, or neither")
     settings = opts.settings
     if dev_snapshot is not None and prod_snapshot is not None:
-        preserved = changes.preserved_keys(settings)
-        cs = changes.compare(dev_snapshot, prod_snapshot, preserved=preserved)
+        cs = changes.compare(
+            dev_snapshot,
+            prod_snapshot,
+            preserved=changes.preserved_keys(settings),
+            excluded=changes.excluded_keys(settings),
+        )
     else:
         cs = changes.plan_sync(settings, progress=opts.progress)
     saved = changes.save(settings, cs) if save else None
@@ -144,4 +151,61 @@ def plan(
     opts.emit(data, lambda: render_markdown(cs, saved) if markdown else render_text(cs, saved))
 
 
-COMMANDS = [plan]
+@click.command()
+@click.argument("plan_file", metavar="PLAN", type=click.Path(path_type=Path, dir_okay=False))
+@common_options(destructive=True)
+def apply(opts: Options, plan_file: Path) -> None:
+    """Apply a saved plan to prod: exactly the reviewed rows, or nothing.
+
+    Loads the dev snapshot the plan was computed from (never dev as it is now), in one
+    transaction after a verified backup, with the checks before the commit. Refused (exit 3,
+    nothing changed) when prod changed since the plan, or the plan or its snapshot was altered.
+
+    \b
+    Example:
+      dbtools plan --save --json | jq -r .saved
+      dbtools apply snapshots/plans/20261204T170000Z-1a2b3c4d5e6f.json --yes
+    """
+    saved = changes.read(plan_file)
+    target = db.target(opts.settings, "prod").masked
+    opts.confirm(f"apply plan {saved.plan_id[:12]} to prod {target}?")
+    result = sync.apply_plan(opts.settings, plan_file, progress=opts.progress)
+    headline = f"apply: plan {saved.plan_id[:12]} applied to prod (one transaction, committed)"
+    opts.emit({"plan_id": saved.plan_id, **result.as_dict()}, lambda: render_sync(result, headline))
+
+
+def _history_row(e: history.Entry) -> list[Any]:
+    counts = [
+        sum(int(t.get(k) or 0) for t in e.tables.values() if isinstance(t, dict))
+        for k in ("inserted", "updated", "deleted")
+    ]
+    shown = f"+{counts[0]} ~{counts[1]} -{counts[2]}" if e.plan_id else ""
+    return [e.id, e.committed_at[:19], e.operation, (e.plan_id or "")[:12], shown, e.backup_stamp]
+
+
+@click.command("history")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@common_options()
+def history_cmd(opts: Options, limit: int) -> None:
+    """What dbtools committed to prod, newest first: prod's own record (_dbtools.history).
+
+    Each sync, apply, restore and rollback wrote one row in the transaction that committed
+    it; `rollback` returns to the backup named by the newest row it may undo.
+
+    \b
+    Example:
+      dbtools history --json | jq '.entries[0]'
+    """
+    entries = history.recent(opts.settings, limit)
+    header = ["id", "committed (UTC)", "operation", "plan", "rows", "backup"]
+    opts.emit(
+        {"entries": [e.as_dict() for e in entries]},
+        lambda: (
+            table([_history_row(e) for e in entries], header)
+            if entries
+            else "prod's history is empty: dbtools never committed a write here"
+        ),
+    )
+
+
+COMMANDS = [plan, apply, history_cmd]

@@ -74,11 +74,18 @@ def _count(value: int | None) -> str:
     return "-" if value is None else str(value)
 
 
+def _rows_note(c: sync.TableChange) -> str:
+    if c.preserved:
+        return "kept prod's rows"
+    if c.inserted is not None:  # row by row, from an applied plan
+        return f"+{c.inserted} ~{c.updated} -{c.deleted}" if c.changed else "unchanged"
+    return "" if c.changed else "same count"
+
+
 def render_changes(changes: list[sync.TableChange]) -> str:
-    rows = []
-    for c in changes:
-        note = "kept prod's rows" if c.preserved else ("" if c.changed else "same count")
-        rows.append([c.table, _count(c.rows_before), "->", _count(c.rows_after), note])
+    rows = [
+        [c.table, _count(c.rows_before), "->", _count(c.rows_after), _rows_note(c)] for c in changes
+    ]
     return table(rows, ["table", "before", "", "after", ""])
 
 
@@ -115,8 +122,11 @@ def _rollback_hint(backup: sync.BackupResult) -> str:
     return f"to undo: dbtools rollback --yes   (restores {backup.path})"
 
 
-def render_sync(result: sync.SyncResult) -> str:
-    out = ["sync-data: prod now holds dev's data (one transaction, committed)"]
+def render_sync(
+    result: sync.SyncResult,
+    headline: str = "sync-data: prod now holds dev's data (one transaction, committed)",
+) -> str:
+    out = [headline]
     out.append(render_changes(result.tables))
     if result.checks is not None:
         out.append(result.checks.summary())

@@ -2,7 +2,8 @@
 
 One module per thing it holds: `session` (the guarded write session and its backup),
 `refusals` (what every pipeline refuses before a backup), `provenance` (where a snapshot
-comes from, what a restore into prod may touch), `data` (sync-data), `steps` (full-sync),
+comes from, what a restore into prod may touch), `data` (sync-data), `apply` (a reviewed
+plan of `dbtools plan`, refused when prod moved since), `steps` (full-sync),
 `undo` (rollback, restore into prod, what retention keeps for rollback), `schema`
 (sync-schema and migrate --target prod under the guard), `dryrun` (the plan) and `results`.
 This package exports the public API; callers import it as `dbtools.sync`.
@@ -41,6 +42,7 @@ fails the load, which rolls back completely and names the orphans. The cure is t
 that parent row in dev, or to delete the stale preserved row in prod on purpose.
 """
 
+from dbtools.sync.apply import apply_plan
 from dbtools.sync.data import sync_data
 from dbtools.sync.dryrun import plan
 from dbtools.sync.results import (
@@ -68,6 +70,7 @@ __all__ = [
     "Step",
     "SyncResult",
     "TableChange",
+    "apply_plan",
     "backup",
     "full_sync",
     "guarded_prod_write",

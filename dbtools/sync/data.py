@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from dbtools import (
@@ -20,14 +22,30 @@ from dbtools.sync.results import Plan, SyncResult, table_changes
 from dbtools.sync.session import Guard, guarded_prod_write, say
 
 
-def load_dev_into_prod(guard: Guard, checks_to_run: list[checks.Check]) -> tuple[SyncResult, Any]:
+def load_dev_into_prod(
+    guard: Guard,
+    checks_to_run: list[checks.Check],
+    *,
+    dev_snapshot: Path | None = None,
+    after_backup: Callable[[Path], None] | None = None,
+) -> tuple[SyncResult, Any]:
     """Back up, snapshot dev, load it into the guard's transaction, run checks_to_run (loaded
-    before the guard, so that a bad checks file costs neither a lock nor a backup)."""
+    before the guard, so that a bad checks file costs neither a lock nor a backup).
+
+    `dev_snapshot`: load this snapshot instead of taking one (`dbtools apply` loads the one
+    its plan was computed from). `after_backup(path)` runs once prod's backup is taken, under
+    the locks the load keeps: what it sees of prod is what the load replaces.
+    """
     settings, progress = guard.settings, guard.progress
     assert_schemas_match(guard.conn, guard.dev_conn, settings)
     made = guard.ensure_backup()
-    say(progress, "sync-data: snapshot of dev")
-    dev_snap = create_snapshot(settings, "dev", progress=progress)
+    if after_backup is not None:
+        after_backup(made.path)
+    if dev_snapshot is None:
+        say(progress, "sync-data: snapshot of dev")
+        dev_path = create_snapshot(settings, "dev", progress=progress).path
+    else:
+        dev_path = dev_snapshot
     # Taken with the same `schemas` / `excluded_tables` settings as the backup: the load
     # replaces nothing the backup does not hold.
     reports: list[checks.CheckReport] = []
@@ -46,7 +64,7 @@ def load_dev_into_prod(guard: Guard, checks_to_run: list[checks.Check]) -> tuple
 
     load = restore.load_snapshot(
         guard.conn,
-        dev_snap.path,
+        dev_path,
         settings=settings,
         preserved=settings.preserved_tables,
         before_commit=before_commit,
@@ -55,7 +73,7 @@ def load_dev_into_prod(guard: Guard, checks_to_run: list[checks.Check]) -> tuple
     )
     result = SyncResult(
         backup=made,
-        dev_snapshot=dev_snap.path,
+        dev_snapshot=dev_path,
         tables=table_changes(load),
         checks=reports[-1] if reports else None,
     )

@@ -64,9 +64,15 @@ class TableChange:
     rows_before: int | None
     rows_after: int | None
     preserved: bool = False
+    # Row by row, when a plan computed them (`dbtools apply`); None when only counts are known.
+    inserted: int | None = None
+    updated: int | None = None
+    deleted: int | None = None
 
     @property
     def changed(self) -> bool:
+        if self.inserted is not None:
+            return bool(self.inserted or self.updated or self.deleted)
         return self.rows_before != self.rows_after
 
     def as_dict(self) -> dict[str, Any]:
@@ -75,18 +81,26 @@ class TableChange:
             "rows_before": self.rows_before,
             "rows_after": self.rows_after,
             "preserved": self.preserved,
+            "inserted": self.inserted,
+            "updated": self.updated,
+            "deleted": self.deleted,
         }
 
 
-def table_changes(load: Any) -> list[TableChange]:
+def table_changes(load: Any, rows: dict[str, dict[str, int]] | None = None) -> list[TableChange]:
+    """Per table, what the load did; `rows`: inserted/updated/deleted per table from a plan."""
     out = []
     for key, info in dict(load.tables).items():
+        counts = (rows or {}).get(key, {})
         out.append(
             TableChange(
                 table=key,
                 rows_before=info.get("rows_before"),
                 rows_after=info.get("rows_after"),
                 preserved=bool(info.get("preserved")),
+                inserted=counts.get("inserted"),
+                updated=counts.get("updated"),
+                deleted=counts.get("deleted"),
             )
         )
     return out

@@ -91,6 +91,7 @@ class Guard:
         undoes: int | None = None,
         migrations_done: list[str] | None = None,
         tables: dict[str, Any] | None = None,
+        plan_id: str | None = None,
     ) -> int:
         """Record the write in prod's history and COMMIT, both in the guard's one transaction:
         the history row exists exactly when the write committed (history module doc)."""
@@ -106,6 +107,7 @@ class Guard:
                 undoes=undoes,
                 migrations=migrations_done or [],
                 tables=tables,
+                plan_id=plan_id,
             )
         except psycopg2.Error as exc:
             raise SafetyError(

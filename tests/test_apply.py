@@ -1,0 +1,143 @@
+"""`dbtools apply`: exactly the reviewed plan goes into prod, or nothing does.
+
+The plan pins its dev snapshot and prod's per-table content hashes. A plan whose prod moved
+since, a plan edited after it was saved, or a swapped snapshot is refused with exit 3 and
+prod byte-identical; a committed apply is recorded in prod's history with the plan's id and
+row counts, and `rollback` returns to the state before it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from support.db import digests, execute
+from support.diverged import DEV_CHANGES, FILL, SCHEMA
+from support.project import Project, configure
+
+
+@pytest.fixture
+def diverged(project: Project, tmp_path: Path) -> Project:
+    # these tables are not the marketplace's: one check of their own
+    checks = tmp_path / "checks"
+    checks.mkdir()
+    (checks / "items.sql").write_text(
+        "-- check: items_present\n-- description: the items arrived\n-- expect: > 0\n"
+        "SELECT count(*) FROM item;\n"
+    )
+    configure(project, f"checks_dir = {checks}\npreserved_tables = Account")
+    for url in (project.dev_url, project.prod_url):
+        execute(url, SCHEMA)
+        execute(url, FILL)
+    execute(project.dev_url, DEV_CHANGES)
+    return project
+
+
+def _saved_plan(project: Project) -> tuple[Path, dict]:
+    result = project.invoke("plan", "--save", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    return Path(data["saved"]), data
+
+
+def _apply(project: Project, path: Path) -> tuple[int, str]:
+    result = project.invoke("apply", str(path), "--yes", "--json")
+    return result.exit_code, result.output
+
+
+def _public(url: str) -> dict:
+    """Digests of the application's tables (not dbtools' own history)."""
+    return {k: v for k, v in digests(url).items() if k.startswith("public.")}
+
+
+def _synced(url: str) -> dict:
+    """Digests of the tables a sync replaces (the preserved Account keeps prod's rows)."""
+    return {k: v for k, v in _public(url).items() if k != "public.Account"}
+
+
+def test_apply_loads_exactly_the_reviewed_snapshot_and_records_it(diverged: Project) -> None:
+    path, plan = _saved_plan(diverged)
+    planned_dev = _synced(diverged.dev_url)
+    prod_account = digests(diverged.prod_url)["public.Account"]
+    # dev moves on after the review: apply must not pick that up
+    execute(diverged.dev_url, "UPDATE item SET name = 'after the review' WHERE id = 1")
+
+    code, out = _apply(diverged, path)
+
+    assert code == 0, out
+    data = json.loads(out)
+    assert data["plan_id"] == plan["plan_id"]
+    item = next(t for t in data["tables"] if t["table"] == "public.item")
+    assert (item["inserted"], item["updated"], item["deleted"]) == (4, 3, 2)
+    assert _synced(diverged.prod_url) == planned_dev
+    assert digests(diverged.prod_url)["public.Account"] == prod_account
+    assert execute(diverged.prod_url, "SELECT name FROM item WHERE id = 1") == [("item 1",)]
+
+    listed = diverged.invoke("history", "--json")
+    assert listed.exit_code == 0, listed.output
+    newest = json.loads(listed.output)["entries"][0]
+    assert newest["operation"] == "apply" and newest["plan_id"] == plan["plan_id"]
+    assert newest["tables"]["public.item"]["updated"] == 3
+    text = diverged.invoke("history")
+    assert f"apply      {plan['plan_id'][:12]}  +12 ~4 -9" in text.output, text.output
+
+
+def test_a_plan_is_refused_once_prod_moved(diverged: Project) -> None:
+    path, _ = _saved_plan(diverged)
+    execute(diverged.prod_url, "UPDATE same SET v = 'app wrote this' WHERE id = 3")
+    before = digests(diverged.prod_url)
+
+    code, out = _apply(diverged, path)
+
+    assert code == 3, out
+    error = json.loads(out)["error"]
+    assert "prod changed since the plan was computed (public.same changed in prod)" in error
+    assert error.endswith("nothing was changed")
+    assert digests(diverged.prod_url) == before
+    assert json.loads(diverged.invoke("history", "--json").output)["entries"] == []
+
+
+def test_an_edited_plan_or_a_swapped_snapshot_is_refused(diverged: Project) -> None:
+    path, plan = _saved_plan(diverged)
+    before = digests(diverged.prod_url)
+    body = json.loads(path.read_text())
+    body["tables"][0]["inserted"] += 1
+    edited = path.with_name("edited.json")
+    edited.write_text(json.dumps(body))
+
+    code, out = _apply(diverged, edited)
+    assert code == 3, out
+    assert "does not match its plan id" in json.loads(out)["error"]
+
+    # another dev snapshot under the plan's path: same name, other content
+    other = diverged.invoke("snapshot", "create", "--target", "dev", "--json")
+    assert other.exit_code == 0, other.output
+    plan_dev = Path(plan["dev"]["path"])
+    other_path = Path(json.loads(other.output)["path"])
+    (plan_dev / "manifest.json").chmod(0o600)
+    (plan_dev / "manifest.json").write_bytes((other_path / "manifest.json").read_bytes())
+    code, out = _apply(diverged, path)
+    assert code == 3, out
+    assert "its dev snapshot" in json.loads(out)["error"]
+    assert "does not verify" in json.loads(out)["error"]
+    assert digests(diverged.prod_url) == before
+
+
+def test_rollback_after_a_refused_apply_returns_to_before_the_committed_one(
+    diverged: Project,
+) -> None:
+    original = _public(diverged.prod_url)
+    path, _ = _saved_plan(diverged)
+    assert _apply(diverged, path)[0] == 0
+    # a second plan goes stale and is refused: it must not change what rollback does
+    stale, _ = _saved_plan(diverged)
+    execute(diverged.prod_url, "UPDATE same SET v = 'moved' WHERE id = 1")
+    assert _apply(diverged, stale)[0] == 3
+    execute(diverged.prod_url, "UPDATE same SET v = 's1' WHERE id = 1")
+
+    result = diverged.invoke("rollback", "--yes", "--json")
+
+    assert result.exit_code == 0, result.output
+    assert _public(diverged.prod_url) == original
