@@ -15,19 +15,10 @@ checks -> COMMIT. Any failure rolls back: the target keeps its data.
 Every statement names a table's own rows (`Table.only`: ONLY, except for a partitioned
 table, whose rows are its partitions'): inheritance children are tables of their own.
 
-User triggers (not internal ones, not CONSTRAINT TRIGGERs) would rewrite what is restored (a
-BEFORE trigger computing a column) or write elsewhere (AFTER and TRUNCATE triggers); they are
-disabled one by one with ALTER TABLE ONLY ... DISABLE TRIGGER, which needs table ownership,
-not superuser. On PostgreSQL 15 a partitioned table's trigger is cloned to each partition,
-where each clone has its own state and ALTER TABLE without ONLY on the parent reaches every
-clone; so each trigger of the tables and their partitions is set back to the state it had,
-parents first, and the states are compared before commit.
-
-Cycles of foreign keys cannot be satisfied table by table; their constraints are made
-DEFERRABLE INITIALLY DEFERRED inside the transaction (ALTER CONSTRAINT needs table ownership,
-not superuser), checked with SET CONSTRAINTS ... IMMEDIATE once every table is loaded, and
-set back to NOT DEFERRABLE before commit, so the schema the transaction commits is the one it
-found (the fingerprint is compared again to prove it).
+The steps live in sibling modules: `preflight` (the schema comparison and the plan of tables),
+`preserve` (preserved tables' rows kept aside and put back), `suspend` (user triggers held off
+and set back, foreign-key cycles deferred), `post_load` (sequences, counts and hashes,
+materialized views); `steps` holds the statement and progress helpers they share.
 
 The transaction is driven with explicit BEGIN/COMMIT on an autocommit connection: catalog
 helpers call `conn.rollback()` when not in autocommit mode, which psycopg2 turns into a no-op
@@ -48,7 +39,7 @@ import psycopg2.extensions
 
 from dbtools import catalog, db, faults, permit, safety
 from dbtools.config import Settings
-from dbtools.db import Conn, Progress, quote_ident
+from dbtools.db import Conn, Progress
 from dbtools.errors import (
     DbtoolsError,
     LockBusy,
@@ -57,6 +48,9 @@ from dbtools.errors import (
     VerificationFailed,
 )
 from dbtools.snapshot import format as fmt
+from dbtools.snapshot import post_load, preserve, suspend
+from dbtools.snapshot.preflight import check_schema, plan_load
+from dbtools.snapshot.steps import execute, say
 
 
 @dataclass
@@ -106,18 +100,6 @@ class RestoreResult:
         }
 
 
-class SchemaMismatch(SafetyError):
-    """The target's schema is not the snapshot's; the message names the objects that differ."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, hint="apply the same migrations to both sides first")
-
-
-def _say(progress: Progress, text: str) -> None:
-    if progress is not None:
-        progress(text)
-
-
 def verified_manifest(path: Path) -> fmt.Manifest:
     """The manifest of a snapshot that passes every check, or SnapshotError listing problems."""
     manifest, problems = fmt.verify_dir(path)
@@ -131,23 +113,6 @@ def verified_manifest(path: Path) -> fmt.Manifest:
     return manifest
 
 
-def _exec(conn: Conn, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
-    with conn.cursor() as cur:
-        cur.execute(sql, params)
-        return cur.fetchall() if cur.description else []
-
-
-def _check_schema(conn: Conn, manifest: fmt.Manifest, schemas: list[str], when: str) -> None:
-    objects = catalog.schema_objects(conn, schemas)
-    if catalog.fingerprint_of(objects) == manifest.schema_fingerprint:
-        return
-    lines = catalog.diff_objects(manifest.schema_objects, objects).lines("snapshot", "target")
-    shown = "; ".join(lines[:20]) + (f"; ... {len(lines) - 20} more" if len(lines) > 20 else "")
-    raise SchemaMismatch(
-        f"the target's schema {when} differs from the snapshot's ({len(lines)} objects): {shown}"
-    )
-
-
 def lock_tables(
     conn: Conn, schemas: list[str], exclude: Iterable[str], mode: str, timeout: float
 ) -> list[str]:
@@ -157,9 +122,9 @@ def lock_tables(
     Runs before any catalog read: reading column defaults (pg_get_expr) needs a lock on the
     table too, and without a lock timeout it would wait forever behind a held lock.
     """
-    _exec(conn, f"SET LOCAL lock_timeout = '{max(1, int(timeout * 1000))}ms'")
+    execute(conn, f"SET LOCAL lock_timeout = '{max(1, int(timeout * 1000))}ms'")
     skip = catalog.normalize_table_names(exclude, schemas[0] if schemas else "public")
-    rows = _exec(
+    rows = execute(
         conn,
         "SELECT n.nspname, c.relname, c.relkind FROM pg_class c "
         "JOIN pg_namespace n ON n.oid = c.relnamespace "
@@ -177,7 +142,7 @@ def lock_tables(
         # hold. A partitioned table is locked with its partitions, which receive its rows.
         only = "" if kind == "p" else "ONLY "
         try:
-            _exec(conn, f"LOCK TABLE {only}{db.qualified(schema, name)} IN {mode} MODE")
+            execute(conn, f"LOCK TABLE {only}{db.qualified(schema, name)} IN {mode} MODE")
         except psycopg2.errors.LockNotAvailable:
             raise LockBusy(
                 f"table {key} is locked by another connection (waited {timeout:g}s, "
@@ -185,127 +150,6 @@ def lock_tables(
             ) from None
         locked.append(key)
     return locked
-
-
-def _orphans(conn: Conn, temp: str, fk: catalog.ForeignKey, ref: catalog.Table) -> int:
-    """Kept rows whose reference the loaded data cannot satisfy (MATCH SIMPLE semantics)."""
-    not_null = " AND ".join(f"k.{quote_ident(c)} IS NOT NULL" for c in fk.columns)
-    match = " AND ".join(
-        f"r.{quote_ident(rc)} = k.{quote_ident(c)}"
-        for c, rc in zip(fk.columns, fk.ref_columns, strict=True)
-    )
-    rows = _exec(
-        conn,
-        f"SELECT count(*) FROM {quote_ident(temp)} k WHERE {not_null} "
-        f"AND NOT EXISTS (SELECT 1 FROM {ref.only} r WHERE {match})",
-    )
-    return int(rows[0][0])
-
-
-def _constraint_ref(fk: catalog.ForeignKey) -> tuple[str, str]:
-    """(quoted relation declaring the constraint, schema-qualified constraint name)."""
-    schema, _, name = fk.declared_on.partition(".")
-    return db.qualified(schema, name), f"{quote_ident(schema)}.{quote_ident(fk.name)}"
-
-
-def _defer_cycles(conn: Conn, cyclic: list[catalog.ForeignKey]) -> list[catalog.ForeignKey]:
-    """Make cyclic FKs deferred for this transaction; return those we altered."""
-    altered = []
-    for fk in cyclic:
-        table, constraint = _constraint_ref(fk)
-        if not fk.deferrable:
-            # On a partitioned table the change reaches the partitions' clones of the key.
-            _exec(
-                conn,
-                f"ALTER TABLE {table} ALTER CONSTRAINT {quote_ident(fk.name)} "
-                "DEFERRABLE INITIALLY DEFERRED",
-            )
-            altered.append(fk)
-        _exec(conn, f"SET CONSTRAINTS {constraint} DEFERRED")
-    return altered
-
-
-def _undefer(
-    conn: Conn, cyclic: list[catalog.ForeignKey], altered: list[catalog.ForeignKey]
-) -> None:
-    # Fires every pending check now (cycles and the schema's own INITIALLY DEFERRED keys), so
-    # a broken reference fails before commit, and no table is left with pending trigger
-    # events, which would make the ALTER TABLEs below and in _resume_triggers fail.
-    _exec(conn, "SET CONSTRAINTS ALL IMMEDIATE")
-    for fk in altered:
-        table, _ = _constraint_ref(fk)
-        _exec(
-            conn,
-            f"ALTER TABLE {table} ALTER CONSTRAINT "
-            f"{quote_ident(fk.name)} NOT DEFERRABLE INITIALLY IMMEDIATE",
-        )
-
-
-_TRIGGER_STATE_SQL = {
-    "O": "ENABLE TRIGGER",
-    "D": "DISABLE TRIGGER",
-    "R": "ENABLE REPLICA TRIGGER",
-    "A": "ENABLE ALWAYS TRIGGER",
-}
-
-
-def _set_trigger(conn: Conn, trigger: catalog.TriggerState, state: str) -> None:
-    # ONLY: each partition's clone of a parent's trigger has a state of its own.
-    _exec(
-        conn,
-        f"ALTER TABLE ONLY {trigger.qualified} {_TRIGGER_STATE_SQL[state]} "
-        f"{quote_ident(trigger.name)}",
-    )
-
-
-def _suspend_triggers(conn: Conn, tables: list[catalog.Table]) -> list[catalog.TriggerState]:
-    """Hold off the user triggers of the loaded tables and their partitions; return their
-    states as found. A restore stores the rows as snapshotted: a BEFORE trigger would rewrite
-    them (the hashes would differ), an AFTER or TRUNCATE trigger would write elsewhere.
-
-    ALTER TABLE ... DISABLE TRIGGER needs table ownership, not superuser (unlike
-    session_replication_role), and is part of the transaction: a rollback undoes it.
-    Foreign keys and CONSTRAINT TRIGGERs (checks) stay on.
-    """
-    triggers = catalog.user_triggers(conn, tables)
-    for trigger in triggers:  # parents first: a parent's change may reach its partitions
-        if trigger.enabled != "D":
-            _set_trigger(conn, trigger, "D")
-    return triggers
-
-
-def _resume_triggers(
-    conn: Conn, tables: list[catalog.Table], found: list[catalog.TriggerState]
-) -> None:
-    """Set every trigger back to its own state, parents before partitions (so that a server
-    where a parent's change reaches the partitions still ends with each partition's own
-    state), and prove that every trigger's state is what it was."""
-    for trigger in found:
-        if trigger.enabled != "D" or trigger.level > 0:
-            _set_trigger(conn, trigger, trigger.enabled)
-    now = catalog.user_triggers(conn, tables)
-    if now != found:
-        changed = sorted(
-            {f"{t.relation}.{t.name}={t.enabled}" for t in now}
-            ^ {f"{t.relation}.{t.name}={t.enabled}" for t in found}
-        )
-        raise VerificationFailed(
-            "the triggers' states could not be set back to what they were "
-            f"({', '.join(changed[:10])}); nothing was changed"
-        )
-
-
-def _refresh_matviews(conn: Conn, tables: list[catalog.Table], progress: Progress) -> list[str]:
-    """Refresh the populated materialized views that read the loaded tables, in dependency
-    order, in the load's transaction; one created WITH NO DATA stays unpopulated."""
-    refreshed = []
-    for view in catalog.dependent_matviews(conn, tables):
-        if not view.populated:
-            continue
-        _exec(conn, f"REFRESH MATERIALIZED VIEW {view.qualified}")
-        refreshed.append(view.key)
-        _say(progress, f"refreshed materialized view {view.key}")
-    return refreshed
 
 
 def refuse_outside_references(conn: Conn, schemas: Sequence[str], excluded: Iterable[str]) -> None:
@@ -326,19 +170,8 @@ def refuse_outside_references(conn: Conn, schemas: Sequence[str], excluded: Iter
 def _insert_empty_rows(conn: Conn, table: catalog.Table, rows: int) -> int:
     """A table without columns: its content is its row count."""
     if rows:
-        _exec(conn, f"INSERT INTO {table.qualified} SELECT FROM generate_series(1, %s)", (rows,))
+        execute(conn, f"INSERT INTO {table.qualified} SELECT FROM generate_series(1, %s)", (rows,))
     return rows
-
-
-def _setval(conn: Conn, seq: dict[str, Any]) -> None:
-    schema, _, name = str(seq["name"]).partition(".")
-    if seq.get("last_value") is None:
-        return
-    _exec(
-        conn,
-        "SELECT setval(%s::regclass, %s, %s)",
-        (db.qualified(schema, name), int(seq["last_value"]), bool(seq["is_called"])),
-    )
 
 
 def _run_load(
@@ -350,84 +183,35 @@ def _run_load(
     before_commit: Callable[[Conn], None] | None,
     progress: Progress,
 ) -> LoadResult:
-    from dbtools.snapshot import hashing, load
+    from dbtools.snapshot import load
 
     schemas = list(manifest.schemas)
     lock_tables(
         conn, schemas, settings.excluded_tables, "ACCESS EXCLUSIVE", settings.lock_timeout_seconds
     )
-    _say(progress, "locked the tables")
+    say(progress, "locked the tables")
     # Under our locks nothing can change the tables' schema until we commit.
     cat = catalog.read_catalog(conn, schemas, settings.excluded_tables, sequence_values=False)
-    _check_schema(conn, manifest, schemas, "before the load")
+    check_schema(conn, manifest, schemas, "before the load")
     # Again under the locks, for the snapshot's own schemas: the callers' check ran before
     # any lock, and only now can no foreign key or default of these tables change.
     refuse_outside_references(conn, schemas, settings.excluded_tables)
-    excluded_now = set(cat.excluded)
-    # Snapshots taken before tables without columns were exported do not list them; such a
-    # table is left as it is rather than emptied.
-    target_keys = {t.key for t in cat.tables if t.columns or t.key in manifest.tables}
-    missing = sorted(target_keys - set(manifest.tables))
-    if missing:
-        raise SnapshotError(
-            f"the snapshot holds no data for {', '.join(missing)} (excluded when it was taken); "
-            "restoring would empty them"
-        )
-    keep = catalog.normalize_table_names(preserved, schemas[0]) & target_keys
-    tables = [t for t in cat.tables if t.key in manifest.tables and t.key not in excluded_now]
-    order, cyclic = catalog.load_order(tables, cat.foreign_keys)
-    by_key = {t.key: t for t in tables}
-    ordered = [by_key[k] for k in order]
+    plan = plan_load(cat, manifest, preserved)
+    ordered = plan.tables
 
     result: dict[str, dict[str, Any]] = {}
     before = catalog.row_counts(conn, ordered)
-    temps: dict[str, str] = {}
-    for n, key in enumerate(sorted(keep)):
-        table = by_key[key]
-        temps[key] = f"_dbtools_keep_{n}"
-        cols = ", ".join(quote_ident(c.name) for c in table.copy_columns)
-        _exec(
-            conn,
-            f"CREATE TEMP TABLE {quote_ident(temps[key])} ON COMMIT DROP AS "
-            f"SELECT {cols} FROM {table.only}",
-        )
+    temps = preserve.keep_aside(conn, plan)
     # Before the TRUNCATE: its own triggers must not fire either.
-    triggers = _suspend_triggers(conn, ordered)
+    triggers = suspend.suspend_triggers(conn, ordered)
     if ordered:
-        _exec(conn, "TRUNCATE " + ", ".join(t.only for t in ordered))
-    _say(progress, f"cleared {len(ordered)} tables")
-    altered = _defer_cycles(conn, cyclic)
+        execute(conn, "TRUNCATE " + ", ".join(t.only for t in ordered))
+    say(progress, f"cleared {len(ordered)} tables")
+    altered = suspend.defer_cycles(conn, plan.cyclic)
     for table in ordered:
         entry = manifest.tables[table.key]
-        if table.key in keep:
-            for fk in cat.foreign_keys:
-                if fk.table != table.key or fk.ref_table not in by_key:
-                    continue
-                if fk.ref_table == table.key:
-                    continue  # kept rows come back together with the rows they reference
-                if fk.declared_on != fk.table:
-                    continue  # a partition's own key binds some rows only: the key checks it
-                if order.index(fk.ref_table) > order.index(table.key):
-                    continue  # loaded later (a cycle): the deferred check covers it
-                lost = _orphans(conn, temps[table.key], fk, by_key[fk.ref_table])
-                if lost:
-                    raise VerificationFailed(
-                        f"{lost} preserved rows of {table.key} reference rows of "
-                        f"{fk.ref_table} that the snapshot does not have ({fk.name}); "
-                        "they would be lost, so nothing was changed"
-                    )
-            cols = ", ".join(quote_ident(c.name) for c in table.copy_columns)
-            override = (
-                " OVERRIDING SYSTEM VALUE"
-                if any(c.identity == "a" for c in table.copy_columns)
-                else ""
-            )
-            target = f"{table.qualified} ({cols})" if cols else table.qualified
-            _exec(
-                conn,
-                f"INSERT INTO {target}{override} "
-                f"SELECT {cols} FROM {quote_ident(temps[table.key])}",
-            )
+        if table.key in plan.keep:
+            preserve.put_back(conn, plan, table, temps[table.key])
             rows = before[table.key]
         else:
             if table.columns:
@@ -442,49 +226,24 @@ def _run_load(
         result[table.key] = {
             "rows_before": before[table.key],
             "rows_after": rows,
-            "preserved": table.key in keep,
+            "preserved": table.key in plan.keep,
         }
-        _say(progress, f"loaded {table.key}: {rows} rows")
-    _undefer(conn, cyclic, altered)
-    _resume_triggers(conn, ordered, triggers)
+        say(progress, f"loaded {table.key}: {rows} rows")
+    suspend.undefer(conn, plan.cyclic, altered)
+    suspend.resume_triggers(conn, ordered, triggers)
 
-    sequences = 0
-    for key in order:
-        if key in keep:
-            continue  # kept rows keep the target's own sequence position
-        for seq in manifest.tables[key].sequences:
-            _setval(conn, seq)
-            sequences += 1
-    for seq in manifest.sequences:
-        _setval(conn, seq)
-        sequences += 1
-
-    after = catalog.row_counts(conn, ordered)
-    for table in ordered:
-        expected = before[table.key] if table.key in keep else manifest.tables[table.key].rows
-        if after[table.key] != expected:
-            raise VerificationFailed(
-                f"{table.key}: {after[table.key]} rows after the load, expected {expected}"
-            )
-        if table.key in keep:
-            continue
-        entry = manifest.tables[table.key]
-        got = hashing.content_hash(conn, table, [c["name"] for c in entry.columns])
-        if got != entry.content_hash:
-            raise VerificationFailed(
-                f"{table.key}: content hash after the load {got} differs from the snapshot's "
-                f"{entry.content_hash}"
-            )
-    _say(progress, "row counts and content hashes match the snapshot")
-    refreshed = _refresh_matviews(conn, ordered, progress)
-    _check_schema(conn, manifest, schemas, "after the load")
+    sequences = post_load.set_sequences(conn, plan, manifest)
+    post_load.verify_loaded(conn, plan, manifest, before)
+    say(progress, "row counts and content hashes match the snapshot")
+    refreshed = post_load.refresh_matviews(conn, ordered, progress)
+    check_schema(conn, manifest, schemas, "after the load")
     if before_commit is not None:
         before_commit(conn)
     return LoadResult(
         snapshot=path,
         tables=result,
         sequences=sequences,
-        deferred_constraints=[f"{fk.declared_on}.{fk.name}" for fk in cyclic],
+        deferred_constraints=[f"{fk.declared_on}.{fk.name}" for fk in plan.cyclic],
         refreshed=refreshed,
         suspended_triggers=[f"{t.relation}.{t.name}" for t in triggers if t.enabled != "D"],
     )
@@ -514,7 +273,7 @@ def load_snapshot(
     permit.require("load a snapshot", db.identity(conn), env=None)
     path = Path(snapshot_path)
     manifest = verified_manifest(path)
-    _say(progress, f"snapshot {path} verified: {len(manifest.tables)} tables")
+    say(progress, f"snapshot {path} verified: {len(manifest.tables)} tables")
     if in_transaction and not (
         conn.autocommit
         and conn.get_transaction_status() == psycopg2.extensions.TRANSACTION_STATUS_INTRANS
@@ -527,7 +286,7 @@ def load_snapshot(
         conn.autocommit = True
     try:
         if not in_transaction:
-            _exec(conn, "BEGIN")
+            execute(conn, "BEGIN")
         try:
             lock_tables(
                 conn,
@@ -539,11 +298,11 @@ def load_snapshot(
             faults.pause("load.locked")
             result = _run_load(conn, path, manifest, settings, preserved, before_commit, progress)
             if not in_transaction:
-                _exec(conn, "COMMIT")
+                execute(conn, "COMMIT")
         except BaseException:
             if not in_transaction:
                 with contextlib.suppress(psycopg2.Error):
-                    _exec(conn, "ROLLBACK")
+                    execute(conn, "ROLLBACK")
             raise
     except DbtoolsError:
         raise
@@ -593,7 +352,7 @@ def restore(
         # Before the load's ACCESS EXCLUSIVE locks: they stop even the application's reads (and
         # may wait lock_timeout_seconds for them), only for the load to refuse under them.
         refuse_outside_references(conn, settings.schemas, settings.excluded_tables)
-        _say(progress, f"restoring {snapshot} into {env} ({t.masked})")
+        say(progress, f"restoring {snapshot} into {env} ({t.masked})")
         with permit.granted(permit.Permit(env, "restore", ident)):  # approved just above
             load = load_snapshot(conn, snapshot, settings=settings, progress=progress)
         return RestoreResult(snapshot, env, ident.database, load, [])
@@ -604,7 +363,6 @@ def restore(
 __all__ = [
     "LoadResult",
     "RestoreResult",
-    "SchemaMismatch",
     "load_snapshot",
     "refuse_outside_references",
     "restore",
