@@ -76,20 +76,28 @@ def _unmatched(
 
 
 def compare(
-    dev_dir: Path, prod_dir: Path, *, preserved: set[str], excluded: set[str] | None = None
+    dev_dir: Path,
+    prod_dir: Path,
+    *,
+    preserved: set[str],
+    excluded: set[str] | None = None,
+    verified: bool = False,
 ) -> ChangeSet:
     """What loading the dev snapshot into prod would change, prod being the prod snapshot.
 
-    Both snapshots are verified first (checksums, row counts); `preserved` are table keys
-    whose prod rows a sync keeps, `excluded` those the snapshots leave out (both checked
-    to name real tables).
+    Both snapshots are verified first (checksums, row counts), unless the caller just
+    verified them (`verified`); `preserved` are table keys whose prod rows a sync keeps,
+    `excluded` those the snapshots leave out (both checked to name real tables).
     """
     try:
         import duckdb
     except ImportError:  # a broken install: duckdb is a dependency of dbtools
         raise ConfigError("dbtools plan needs DuckDB", hint="pip install duckdb") from None
     dev_dir, prod_dir = Path(dev_dir), Path(prod_dir)
-    dev, prod = _verified(dev_dir, "dev"), _verified(prod_dir, "prod")
+    if verified:
+        dev, prod = fmt.read_manifest(dev_dir), fmt.read_manifest(prod_dir)
+    else:
+        dev, prod = _verified(dev_dir, "dev"), _verified(prod_dir, "prod")
     _unmatched(dev, prod, preserved, excluded or set())
     con = duckdb.connect(":memory:")
     try:

@@ -76,6 +76,14 @@ class ChangeSet:
             for kind in ("inserted", "updated", "deleted")
         }
 
+    def counts(self) -> dict[str, dict[str, int]]:
+        """table -> inserted/updated/deleted (preserved tables: none; prod keeps them)."""
+        return {
+            t.table: {"inserted": t.inserted, "updated": t.updated, "deleted": t.deleted}
+            for t in self.tables
+            if t.mode != PRESERVED
+        }
+
     def jsonable(self) -> dict[str, Any]:
         data = asdict(self)
         data["totals"] = self.totals

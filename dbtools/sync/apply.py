@@ -19,7 +19,7 @@ from dbtools.errors import SafetyError
 from dbtools.snapshot import format as fmt
 from dbtools.sync.data import load_dev_into_prod
 from dbtools.sync.refusals import sync_data_refusals
-from dbtools.sync.results import SyncResult, table_changes
+from dbtools.sync.results import SyncResult
 from dbtools.sync.session import guarded_prod_write
 
 
@@ -68,10 +68,11 @@ def apply_plan(settings: Settings, path: Path, *, progress: Progress = None) -> 
         settings, what="apply", progress=progress, precheck=precheck, transactional=True
     ) as guard:
         result, load = load_dev_into_prod(
-            guard, checks_to_run, dev_snapshot=dev_path, after_backup=still_current
+            guard,
+            checks_to_run,
+            dev_snapshot=dev_path,
+            after_backup=still_current,
+            rows=plan.counts(),
         )
-        counts = plan.counts()
-        result.tables = table_changes(load, counts)
-        tables = {key: {**info, **counts.get(key, {})} for key, info in load.tables.items()}
-        guard.commit("apply", snapshot_loaded=dev_path, tables=tables, plan_id=plan.plan_id)
+        guard.commit("apply", snapshot_loaded=dev_path, tables=load.tables, plan_id=plan.plan_id)
         return result

@@ -6,9 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dbtools import (
-    checks,
-)
+from dbtools import changes, checks
 from dbtools.config import Settings
 from dbtools.db import Conn, Progress
 from dbtools.errors import (
@@ -28,6 +26,7 @@ def load_dev_into_prod(
     *,
     dev_snapshot: Path | None = None,
     after_backup: Callable[[Path], None] | None = None,
+    rows: dict[str, dict[str, int]] | None = None,
 ) -> tuple[SyncResult, Any]:
     """Back up, snapshot dev, load it into the guard's transaction, run checks_to_run (loaded
     before the guard, so that a bad checks file costs neither a lock nor a backup).
@@ -35,6 +34,9 @@ def load_dev_into_prod(
     `dev_snapshot`: load this snapshot instead of taking one (`dbtools apply` loads the one
     its plan was computed from). `after_backup(path)` runs once prod's backup is taken, under
     the locks the load keeps: what it sees of prod is what the load replaces.
+
+    Each table's inserted/updated/deleted rows (`rows`, from a plan, or else the two
+    snapshots compared by primary key) go into the result and prod's history row.
     """
     settings, progress = guard.settings, guard.progress
     assert_schemas_match(guard.conn, guard.dev_conn, settings)
@@ -71,6 +73,18 @@ def load_dev_into_prod(
         progress=progress,
         in_transaction=True,
     )
+    if rows is None:
+        say(progress, "sync-data: comparing dev's snapshot with prod's backup, row by row")
+        rows = changes.compare(
+            dev_path,
+            made.path,
+            preserved=changes.preserved_keys(settings),
+            excluded=changes.excluded_keys(settings),
+            verified=True,
+        ).counts()
+    for key, info in load.tables.items():
+        if not info.get("preserved"):
+            info.update(rows.get(key, {}))
     result = SyncResult(
         backup=made,
         dev_snapshot=dev_path,

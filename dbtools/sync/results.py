@@ -87,20 +87,19 @@ class TableChange:
         }
 
 
-def table_changes(load: Any, rows: dict[str, dict[str, int]] | None = None) -> list[TableChange]:
-    """Per table, what the load did; `rows`: inserted/updated/deleted per table from a plan."""
+def table_changes(load: Any) -> list[TableChange]:
+    """Per table, what the load did (row by row where the load's info carries the counts)."""
     out = []
     for key, info in dict(load.tables).items():
-        counts = (rows or {}).get(key, {})
         out.append(
             TableChange(
                 table=key,
                 rows_before=info.get("rows_before"),
                 rows_after=info.get("rows_after"),
                 preserved=bool(info.get("preserved")),
-                inserted=counts.get("inserted"),
-                updated=counts.get("updated"),
-                deleted=counts.get("deleted"),
+                inserted=info.get("inserted"),
+                updated=info.get("updated"),
+                deleted=info.get("deleted"),
             )
         )
     return out
