@@ -7,7 +7,7 @@ PG_URL  = $$($(BIN)/python scripts/ensure_pg.py)
 DBTOOLS = $(BIN)/dbtools
 
 .PHONY: install test lint format demo bench clean verify backup sync-schema sync-data \
-        full-sync sync rollback prune check seed-demo diff status
+        full-sync sync rollback prune check seed-demo diff status plan apply history
 # YES=1 confirms destructive steps without a terminal (CI); DRY_RUN=1 plans only.
 FLAGS   = $(if $(filter 1,$(YES)),--yes,) $(if $(filter 1,$(DRY_RUN)),--dry-run,) $(DBTOOLS_FLAGS)
 .DEFAULT_GOAL := help
@@ -57,6 +57,17 @@ full-sync: install
 	$(DBTOOLS) full-sync $(FLAGS)
 
 sync: full-sync
+
+# Promotion in two steps: a plan a person reviews, then exactly that plan applied.
+plan: install
+	$(DBTOOLS) plan --save $(DBTOOLS_FLAGS)
+
+apply: install
+	@test -n "$(PLAN)" || { echo "usage: make apply PLAN=snapshots/plans/<file>.json [YES=1]" >&2; exit 2; }
+	$(DBTOOLS) apply "$(PLAN)" $(if $(filter 1,$(YES)),--yes,) $(DBTOOLS_FLAGS)
+
+history: install
+	$(DBTOOLS) history $(DBTOOLS_FLAGS)
 
 rollback: install
 	$(DBTOOLS) rollback $(FLAGS)

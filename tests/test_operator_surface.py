@@ -197,8 +197,10 @@ def test_workflow_offers_exactly_the_seeds_five_operations(workflow: dict[Any, A
     operation = triggers["workflow_dispatch"]["inputs"]["operation"]
     assert operation["type"] == "choice"
     assert operation["options"] == CHOICES
-    covered = sorted(c for job in workflow["jobs"].values() for c in job_choices(job))
-    assert covered == sorted(CHOICES), "every choice runs exactly one job"
+    # every choice starts exactly one job (sync-data's apply job follows its plan job)
+    entry = [job for job in workflow["jobs"].values() if "needs" not in job]
+    covered = sorted(c for job in entry for c in job_choices(job))
+    assert covered == sorted(CHOICES), "every choice starts exactly one job"
 
 
 @pytest.mark.pure
@@ -219,6 +221,8 @@ def test_each_choice_is_a_make_target_running_that_command(choice: str) -> None:
 @pytest.mark.pure
 def test_jobs_run_the_chosen_make_target_with_the_secrets(workflow: dict[Any, Any]) -> None:
     for name, job in workflow["jobs"].items():
+        if name in PROMOTION:  # sync-data: plan, then apply (the test below)
+            continue
         steps = job["steps"]
         runs = [s.get("run", "") for s in steps]
         assert "make install" in runs, name
@@ -251,6 +255,11 @@ def test_one_sync_at_a_time_and_a_running_one_is_never_cancelled(
 @pytest.mark.pure
 def test_jobs_that_change_prod_wait_for_approval(workflow: dict[Any, Any]) -> None:
     for name, job in workflow["jobs"].items():
+        runs = " ".join(s.get("run", "") for s in job["steps"])
+        if name == "plan":  # reads only: no make target but install, no write command
+            assert "make" not in runs.replace("make install", ""), runs
+            assert ".venv/bin/dbtools plan --save --markdown" in runs
+            continue
         if set(job_choices(job)) - {"verify"}:
             assert job.get("environment") == "production", name
 
@@ -259,7 +268,7 @@ def test_jobs_that_change_prod_wait_for_approval(workflow: dict[Any, Any]) -> No
 def test_snapshots_are_kept_as_an_artifact_for_30_days(workflow: dict[Any, Any]) -> None:
     assert workflow["env"]["DBTOOLS_SNAPSHOT_DIR"] == "snapshots"
     for name, job in workflow["jobs"].items():
-        if not set(job_choices(job)) & {"backup", "sync-data", "full-sync"}:
+        if not set(job_choices(job)) & {"backup", "sync-data", "full-sync"} or name == "plan":
             continue
         upload = next(
             s for s in job["steps"] if s.get("uses", "").startswith("actions/upload-artifact@")
@@ -267,6 +276,45 @@ def test_snapshots_are_kept_as_an_artifact_for_30_days(workflow: dict[Any, Any])
         assert upload["if"] == "always()", name
         assert upload["with"]["path"].rstrip("/") == "snapshots"
         assert upload["with"]["retention-days"] == 30
+
+
+PROMOTION = ("plan", "apply")
+
+
+@pytest.mark.pure
+def test_sync_data_is_planned_then_exactly_the_uploaded_plan_applied(
+    workflow: dict[Any, Any],
+) -> None:
+    plan, apply = workflow["jobs"]["plan"], workflow["jobs"]["apply"]
+    assert job_choices(plan) == job_choices(apply) == ["sync-data"]
+    secrets = {
+        "DEV_DATABASE_URL": "${{ secrets.DEV_DATABASE_URL }}",
+        "PROD_DATABASE_URL": "${{ secrets.PROD_DATABASE_URL }}",
+    }
+    # plan: no approval, the row-level plan in the step summary, uploaded without prod data
+    assert "environment" not in plan
+    step = next(s for s in plan["steps"] if "dbtools plan" in s.get("run", ""))
+    assert step["run"] == '.venv/bin/dbtools plan --save --markdown >> "$GITHUB_STEP_SUMMARY"'
+    assert step["env"] == secrets
+    upload = next(s for s in plan["steps"] if s.get("uses", "").startswith("actions/upload-"))
+    assert upload["with"]["path"].split() == ["snapshots/plans/", "snapshots/dev/"]
+    assert upload["with"]["if-no-files-found"] == "error"
+    # apply: after the plan, approved, on exactly the artifact the plan job uploaded
+    assert apply["needs"] == "plan" and apply["environment"] == "production"
+    download = next(
+        s for s in apply["steps"] if s.get("uses", "").startswith("actions/download-artifact@")
+    )
+    assert download["with"] == {"name": upload["with"]["name"], "path": "snapshots"}
+    run_step = next(s for s in apply["steps"] if s.get("run", "").startswith("make apply"))
+    assert run_step["run"] == 'make apply PLAN="$(ls snapshots/plans/*.json)" YES=1'
+    assert run_step["env"] == secrets
+    steps = apply["steps"]
+    assert steps.index(download) < steps.index(run_step)
+    # and make turns that into `dbtools apply <plan> --yes`
+    dry = run(["make", "-n", "apply", "PLAN=snapshots/plans/p.json", "YES=1"])
+    assert dry.returncode == 0, dry.stderr
+    line = next(x for x in dry.stdout.splitlines() if x.startswith(".venv/bin/dbtools "))
+    assert line.split()[1:] == ["apply", '"snapshots/plans/p.json"', "--yes"]
 
 
 @pytest.mark.pure
