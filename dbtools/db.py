@@ -190,19 +190,14 @@ def identity(conn: psycopg2.extensions.connection) -> Identity:
         # pg_control_system() can be revoked on managed services; identity then rests on
         # host, port and name alone.
         # Inside an open transaction (also an explicit BEGIN on an autocommit connection) a
-        # refused call would abort it: guard with a savepoint.
-        savepoint = not was_idle(conn) or not conn.autocommit
-        if savepoint:
-            cur.execute("SAVEPOINT dbtools_ident")
+        # refused call would abort it: hence the savepoint.
         try:
-            cur.execute("SELECT system_identifier::text FROM pg_control_system()")
-            got = cur.fetchone()
+            with savepoint(conn, "dbtools_ident"):
+                cur.execute("SELECT system_identifier::text FROM pg_control_system()")
+                got = cur.fetchone()
             system_id = got[0] if got else None
-            if savepoint:
-                cur.execute("RELEASE SAVEPOINT dbtools_ident")
         except psycopg2.Error:
-            if savepoint:
-                cur.execute("ROLLBACK TO SAVEPOINT dbtools_ident")
+            pass
     return Identity(
         database=row[0],
         server_version=row[1],
@@ -239,6 +234,32 @@ def assert_same_database(
 def was_idle(conn: psycopg2.extensions.connection) -> bool:
     """True when no transaction is open: a reader may then end the one it starts itself."""
     return conn.get_transaction_status() == psycopg2.extensions.TRANSACTION_STATUS_IDLE
+
+
+@contextlib.contextmanager
+def savepoint(conn: psycopg2.extensions.connection, name: str) -> Iterator[None]:
+    """Undo only this block if the server refuses it, and re-raise: the caller's transaction
+    stays usable (a refused statement would otherwise abort all of it). Outside a transaction
+    (autocommit and idle) a failed statement aborts nothing, so no savepoint is taken.
+
+    For statements the server may refuse without anything being wrong: a function revoked on
+    a managed service, a bookkeeping table a database never got.
+    """
+    inside = not was_idle(conn) or not conn.autocommit
+    if not inside:
+        yield
+        return
+    with conn.cursor() as cur:
+        cur.execute(f"SAVEPOINT {name}")
+    try:
+        yield
+    except psycopg2.Error:
+        with conn.cursor() as cur:
+            cur.execute(f"ROLLBACK TO SAVEPOINT {name}")
+            cur.execute(f"RELEASE SAVEPOINT {name}")
+        raise
+    with conn.cursor() as cur:
+        cur.execute(f"RELEASE SAVEPOINT {name}")
 
 
 @contextlib.contextmanager

@@ -71,16 +71,11 @@ def _say(progress: Progress, text: str) -> None:
 
 def applied_migrations(conn: Conn) -> list[str]:
     """Applied migration ids, or [] where yoyo's table is absent."""
-    with conn.cursor() as cur:
-        cur.execute("SAVEPOINT dbtools_migrations")
-        try:
-            ids = [str(i) for i in migrations.applied_ids(conn)]
-            cur.execute("RELEASE SAVEPOINT dbtools_migrations")
-        except psycopg2.Error:
-            # A database never migrated has no yoyo table: no applied migrations.
-            cur.execute("ROLLBACK TO SAVEPOINT dbtools_migrations")
-            ids = []
-    return ids
+    try:
+        with db.savepoint(conn, "dbtools_migrations"):
+            return [str(i) for i in migrations.applied_ids(conn)]
+    except psycopg2.Error:
+        return []  # a database never migrated has no yoyo table: no applied migrations
 
 
 def _bookkeeping_present(conn: Conn, schemas: list[str]) -> list[str]:
