@@ -30,7 +30,12 @@ from yoyo.migrations import Migration
 from dbtools import db, migrations
 from dbtools.db import Conn
 from dbtools.errors import LockBusy, MigrationError, SafetyError
-from dbtools.migrations.files import file_statements, load_migrations, rollback_path
+from dbtools.migrations.files import (
+    error_place,
+    file_statements,
+    load_migrations,
+    rollback_path,
+)
 from dbtools.migrations.state import CREATE_CHECKSUM_TABLE
 
 
@@ -150,8 +155,11 @@ def run(conn: Conn, plan_: Sequence[Migration], direction: str, where: str) -> l
                 "session past the lock timeout; the whole run was rolled back, nothing changed"
             ) from None
         except (psycopg2.Error, yoyo.exceptions.BadMigration) as exc:
+            path = Path(m.path) if direction == "apply" else rollback_path(m)
+            place = error_place(path, exc)
+            at = f" at {place}" if place else ""
             raise MigrationError(
-                f"could not {verb} {m.id} on {where}: {db.describe_error(exc)}; the whole run "
+                f"could not {verb} {m.id} on {where}: {db.describe_error(exc)}{at}; the whole run "
                 "was rolled back, nothing changed"
                 + (f" (done before it, undone too: {', '.join(done)})" if done else "")
             ) from None

@@ -441,3 +441,46 @@ def test_assert_no_drift_is_the_one_refusal(project: Project, own_migrations: Pa
         assert "0001_initial" in result.output and "changed since" in result.output
     assert applied_migrations(project.dev_url) == HEAD
     assert applied_migrations(project.prod_url) == HEAD[:1]
+
+
+BAD = (
+    "-- depends: 0003_rename_user_image\n"
+    "-- a table for reviews\n"
+    'CREATE TABLE "Review" ("id" TEXT PRIMARY KEY);\n'
+    "\n"
+    'CREATE TABEL "Oops" ("id" TEXT);\n'
+)
+
+
+def test_a_failing_statement_is_named_by_file_line_and_column(
+    project: Project, own_migrations: Path
+) -> None:
+    assert project.invoke("migrate", "apply", "--target", "dev").exit_code == 0
+    (own_migrations / "0004_typo.sql").write_text(BAD)
+    (own_migrations / "0004_typo.rollback.sql").write_text('DROP TABLE "Review";\n')
+
+    result = project.invoke("migrate", "apply", "--target", "dev")
+
+    assert result.exit_code == 1, result.output
+    line = result.output.strip().splitlines()[0]
+    assert 'syntax error at or near "TABEL"' in line
+    assert 'at 0004_typo.sql line 5, column 8: CREATE TABEL "Oops" ("id" TEXT);' in line, line
+
+
+def test_the_in_transaction_runner_names_the_place_too(
+    project: Project, own_migrations: Path
+) -> None:
+    from dbtools import migrate_txn
+
+    assert project.invoke("migrate", "apply", "--target", "dev").exit_code == 0
+    (own_migrations / "0004_typo.sql").write_text(BAD)
+    (own_migrations / "0004_typo.rollback.sql").write_text('DROP TABLE "Review";\n')
+    conn = psycopg2.connect(project.dev_url)
+    try:
+        steps = migrate_txn.plan(own_migrations, ["0004_typo"], "apply")
+        with pytest.raises(MigrationError) as caught:
+            migrate_txn.run(conn, steps, "apply", "dev database x")
+        conn.rollback()
+    finally:
+        conn.close()
+    assert 'at 0004_typo.sql line 5, column 8: CREATE TABEL "Oops"' in caught.value.message

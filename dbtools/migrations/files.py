@@ -64,6 +64,42 @@ def file_statements(path: Path) -> list[str]:
     return [s.strip() for s in statements]
 
 
+def error_place(path: Path, exc: BaseException) -> str:
+    """Where in `path` the server refused a statement: 'NAME line L, column C: <statement>'.
+
+    The failing statement is the cursor's last query; PostgreSQL's error position (a
+    1-based character offset into it, when the error has one) gives the column. '' when
+    the statement cannot be found in the file (e.g. yoyo's own bookkeeping failed).
+    """
+    cursor = getattr(exc, "cursor", None)
+    query = getattr(cursor, "query", None)
+    if not isinstance(query, bytes):
+        return ""
+    sent = query.decode("utf-8", "replace")
+    try:
+        text = path.read_text(encoding="utf-8").replace("\r\n", "\n")
+    except (OSError, UnicodeDecodeError):
+        return ""
+    start = text.find(sent)
+    lead = 0
+    if start < 0:  # sent with whitespace the file does not have around it
+        core = sent.strip()
+        lead = len(sent) - len(sent.lstrip())
+        start = text.find(core) if core else -1
+        if start < 0:
+            return ""
+        start -= lead
+    diag = getattr(exc, "diag", None)
+    position = getattr(diag, "statement_position", None)
+    offset = start + (int(position) - 1 if position and str(position).isdigit() else lead)
+    offset = max(0, min(offset, len(text)))
+    line = text.count("\n", 0, offset) + 1
+    column = offset - (text.rfind("\n", 0, offset) + 1) + 1
+    first = sent.strip().splitlines()[0] if sent.strip() else ""
+    shown = first if len(first) <= 80 else first[:77] + "..."
+    return f"{path.name} line {line}, column {column}: {shown}"
+
+
 def rollback_path(m: Migration) -> Path:
     """Where m's undo lives: NNNN_name.rollback.sql beside NNNN_name.sql."""
     return Path(m.path).with_suffix("").with_suffix(".rollback.sql")

@@ -20,7 +20,7 @@ from yoyo.migrations import Migration
 
 from dbtools import db, faults
 from dbtools.errors import DbtoolsError, LockBusy, MigrationError
-from dbtools.migrations.files import file_checksum
+from dbtools.migrations.files import error_place, file_checksum, rollback_path
 from dbtools.migrations.session import Session
 from dbtools.migrations.state import CHECKSUM_TABLE, CREATE_CHECKSUM_TABLE
 
@@ -82,8 +82,11 @@ def _failure(
             f"session past the lock timeout ({fate}){before}",
             hint="retry when the application's long transactions are done",
         )
+    path = Path(m.path) if direction == "apply" else rollback_path(m)
+    place = error_place(path, exc)
+    at = f" at {place}" if place else ""
     return MigrationError(
-        f"could not {verb} {m.id} on {where}: {db.describe_error(exc)} ({fate}){before}"
+        f"could not {verb} {m.id} on {where}: {db.describe_error(exc)}{at} ({fate}){before}"
     )
 
 
