@@ -14,7 +14,7 @@ from dbtools.errors import DbtoolsError, MigrationError
 from dbtools.migrations.lock import locked
 from dbtools.migrations.session import open_session
 
-from support.db import applied_migrations, execute, fingerprint, schema_objects
+from support.db import SERVER_URL, applied_migrations, execute, fingerprint, schema_objects
 from support.project import REPO, Project
 
 MIGRATIONS = REPO / "migrations"
@@ -484,3 +484,53 @@ def test_the_in_transaction_runner_names_the_place_too(
     finally:
         conn.close()
     assert 'at 0004_typo.sql line 5, column 8: CREATE TABEL "Oops"' in caught.value.message
+
+
+def _scratch_databases() -> list[str]:
+    rows = execute(
+        SERVER_URL, "SELECT datname FROM pg_database WHERE datname LIKE 'dbtools_mtest_%'"
+    )
+    return [r[0] for r in rows]
+
+
+def test_migrate_test_round_trips_the_projects_migrations(project: Project) -> None:
+    before = _scratch_databases()
+    result = project.invoke("migrate", "test", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert [s["migration"] for s in data["steps"]] == HEAD
+    assert all(s["apply"] == s["rollback"] == s["reapply"] == "ok" for s in data["steps"])
+    assert _scratch_databases() == before  # the scratch database is gone
+    assert applied_migrations(project.dev_url) == []  # dev itself untouched
+
+
+@pytest.mark.parametrize(
+    "rollback,said",
+    [
+        ("-- nothing to undo\n", "0004_two_tables.rollback.sql) has no statements"),
+        (
+            'DROP TABLE "Review";\n',
+            "0004_two_tables.rollback.sql does not undo 0004_two_tables: only in after its "
+            "rollback: table public.Rating",
+        ),
+    ],
+    ids=["empty", "incomplete"],
+)
+def test_migrate_test_names_a_rollback_that_does_not_undo(
+    project: Project, own_migrations: Path, rollback: str, said: str
+) -> None:
+    (own_migrations / "0004_two_tables.sql").write_text(
+        "-- depends: 0003_rename_user_image\n"
+        'CREATE TABLE "Review" ("id" TEXT PRIMARY KEY);\n'
+        'CREATE TABLE "Rating" ("id" TEXT PRIMARY KEY);\n'
+    )
+    (own_migrations / "0004_two_tables.rollback.sql").write_text(rollback)
+    before = _scratch_databases()
+
+    result = project.invoke("migrate", "test")
+
+    assert result.exit_code == 1, result.output
+    assert "migrate test: FAILED" in result.output
+    problem = next(line for line in result.output.splitlines() if line.startswith("problem: "))
+    assert said in problem, problem
+    assert _scratch_databases() == before

@@ -202,6 +202,37 @@ def unlock_cmd(opts: Options, target: str) -> None:
     opts.emit(result.as_dict(), text)
 
 
+@migrate.command("test")
+@common_options()
+def test_cmd(opts: Options) -> None:
+    """Apply, roll back and re-apply every migration on a scratch database (exit 1 if any
+    rollback does not undo its migration, or a step fails).
+
+    The scratch database is created on dev's server and dropped at the end; dev's own data
+    and schema are not touched. Each rollback must return the schema to exactly what it was
+    before its migration: an empty, missing or incomplete rollback file is named.
+
+    \b
+    Example:
+      dbtools migrate test
+    """
+    from dbtools.migrations.roundtrip import round_trip
+
+    result = round_trip(opts.settings)
+    rows = [
+        [s.migration, s.apply or "-", s.rollback or "-", s.reapply or "-"] for s in result.steps
+    ]
+
+    def text() -> str:
+        out = [f"migrate test on a scratch database of {result.server}"]
+        out.append(table(rows, ["migration", "apply", "rollback", "apply again"]))
+        out += [f"problem: {p}" for p in result.problems]
+        out.append("migrate test: ok" if result.ok else "migrate test: FAILED")
+        return "\n".join(out)
+
+    opts.emit(result.as_dict(), text, exit_code=0 if result.ok else EXIT_CHECK_FAILED)
+
+
 @migrate.command("new")
 @click.argument("name")
 @common_options()
