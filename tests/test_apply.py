@@ -141,3 +141,17 @@ def test_rollback_after_a_refused_apply_returns_to_before_the_committed_one(
 
     assert result.exit_code == 0, result.output
     assert _public(diverged.prod_url) == original
+
+
+def test_a_plan_is_refused_when_preserved_tables_changed_since(diverged: Project) -> None:
+    path, _ = _saved_plan(diverged)
+    before = digests(diverged.prod_url)
+    configure(diverged, "preserved_tables = ")  # Account was kept in the reviewed plan
+
+    code, out = _apply(diverged, path)
+
+    assert code == 3, out
+    error = json.loads(out)["error"]
+    assert "preserved_tables changed since the plan was computed" in error
+    assert "no longer preserved: public.Account" in error
+    assert digests(diverged.prod_url) == before

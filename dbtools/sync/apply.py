@@ -43,9 +43,26 @@ def _pinned_dev_snapshot(plan: changes.SavedPlan) -> Path:
     return path
 
 
+def _same_preserved(plan: changes.SavedPlan, settings: Settings) -> None:
+    """The plan was computed with some tables keeping prod's rows; applied with another
+    preserved_tables setting, it would load dev's rows into a table the reviewer saw kept."""
+    planned = {str(t["table"]) for t in plan.tables if t.get("mode") == changes.PRESERVED}
+    tables = {str(t["table"]) for t in plan.tables}
+    now = changes.preserved_keys(settings) & tables
+    if planned != now:
+        moved = [f"now preserved: {k}" for k in sorted(now - planned)]
+        moved += [f"no longer preserved: {k}" for k in sorted(planned - now)]
+        raise SafetyError(
+            f"refusing to apply {plan.path}: setup.cfg preserved_tables changed since the plan "
+            f"was computed ({'; '.join(moved)}); nothing was changed",
+            hint="compute and review a new plan: dbtools plan --save",
+        )
+
+
 def apply_plan(settings: Settings, path: Path, *, progress: Progress = None) -> SyncResult:
     """Apply the saved plan at `path` to prod, all or nothing; refuse a stale plan (exit 3)."""
     plan = changes.read(path)
+    _same_preserved(plan, settings)
     dev_path = _pinned_dev_snapshot(plan)
 
     def precheck(prod: Conn, dev: Conn | None) -> None:
