@@ -38,6 +38,7 @@ INVOCATIONS: list[tuple[str, list[str]]] = [
     ("migrate rollback", ["migrate", "rollback", "--target", "dev", "--yes"]),
     ("migrate new", ["migrate", "new", "--help"]),
     ("migrate test", ["migrate", "test"]),
+    ("migrate lint", ["migrate", "lint"]),
     ("migrate mark", ["migrate", "mark", "--target", "dev", "--yes"]),
     ("migrate unlock", ["migrate", "unlock", "--target", "dev", "--yes"]),
     ("sync-schema", ["sync-schema", "--dry-run"]),
@@ -126,6 +127,7 @@ EXPECTED: dict[str, tuple[set[int], bool]] = {
     "migrate rollback": ({0}, True),  # nothing applied on dev: nothing to do
     "migrate new": ({0}, False),
     "migrate test": ({0}, False),  # the project's own migrations round-trip
+    "migrate lint": ({1}, True),  # prod applied nothing: squawk names the index builds
     "migrate mark": ({0}, True),
     "migrate unlock": ({0}, False),
     "sync-schema": ({3}, True),  # dev has nothing applied: prod may not get migrations
@@ -158,6 +160,7 @@ UNREACHABLE: dict[str, int] = {
     "migrate rollback": 3,
     "migrate new": 0,
     "migrate test": 0,
+    "migrate lint": 2,
     "migrate mark": 3,
     "migrate unlock": 0,
     "sync-schema": 2,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -200,6 +201,58 @@ def unlock_cmd(opts: Options, target: str) -> None:
         else f"{target} database {result.database}: there was no lock"
     )
     opts.emit(result.as_dict(), text)
+
+
+@migrate.command("lint")
+@click.argument("files", nargs=-1, type=click.Path(path_type=Path, dir_okay=False))
+@common_options()
+def lint_cmd(opts: Options, files: tuple[Path, ...]) -> None:
+    """Check migrations before they reach prod: squawk's rules plus dbtools' own (a drop and
+    add on one table is a rename that loses data; a missing or empty rollback file).
+
+    Without FILES: the migrations prod has not applied yet. Exit 1 on any finding that is not
+    acknowledged in its own file with `-- dbtools: allow <rule>: <reason>`. In GitHub Actions
+    each finding is also printed as an annotation on the diff.
+
+    \b
+    Examples:
+      dbtools migrate lint
+      dbtools migrate lint migrations/0004_add_reviews.sql --json
+    """
+    from dbtools.migrations.lint import lint
+
+    paths = list(files)
+    if not paths:
+        pending = migrations.status(opts.settings, "prod").pending
+        paths = [opts.settings.migrations_dir / f"{mid}.sql" for mid in pending]
+    findings = lint(paths)
+    open_ = [f for f in findings if not f.acknowledged]
+    if os.environ.get("GITHUB_ACTIONS") == "true" and not opts.json:
+        for f in open_:
+            click.echo(f.annotation())
+    rows = [
+        [
+            f"{f.file}:{f.line}:{f.column}",
+            f.rule,
+            f.message + (f" ({f.advice})" if f.advice else ""),
+        ]
+        for f in open_
+    ]
+
+    def text() -> str:
+        out = [f"migrate lint: {len(paths)} file(s), {len(open_)} finding(s)"]
+        if rows:
+            out.append(table(rows, ["where", "rule", "finding"]))
+        acked = len(findings) - len(open_)
+        if acked:
+            out.append(f"{acked} acknowledged in their files (--json lists them)")
+        return "\n".join(out)
+
+    opts.emit(
+        {"files": [str(p) for p in paths], "findings": [f.as_dict() for f in findings]},
+        text,
+        exit_code=EXIT_CHECK_FAILED if open_ else 0,
+    )
 
 
 @migrate.command("test")

@@ -100,9 +100,14 @@ def error_place(path: Path, exc: BaseException) -> str:
     return f"{path.name} line {line}, column {column}: {shown}"
 
 
+def rollback_file(path: Path) -> Path:
+    """Where the undo of the migration file `path` lives: NNNN_name.rollback.sql beside it."""
+    return Path(path).with_suffix("").with_suffix(".rollback.sql")
+
+
 def rollback_path(m: Migration) -> Path:
-    """Where m's undo lives: NNNN_name.rollback.sql beside NNNN_name.sql."""
-    return Path(m.path).with_suffix("").with_suffix(".rollback.sql")
+    """Where m's undo lives (rollback_file of its file)."""
+    return rollback_file(Path(m.path))
 
 
 def _is_empty_sql(statement: str) -> bool:
