@@ -126,3 +126,18 @@ def test_without_files_it_lints_what_prod_has_not_applied(project: Project) -> N
     data = json.loads(result.output)
     assert data["files"] == [str(own / "0004_rename_tagline.sql")]
     assert {f["rule"] for f in data["findings"]} >= {"probable-rename", "missing-rollback"}
+
+
+@pytest.mark.pure
+def test_a_comment_after_the_last_statement_is_named(tmp_path: Path) -> None:
+    mig = tmp_path / "0004_a.sql"
+    mig.write_text(
+        '-- depends: 0003_rename_user_image\nCREATE TABLE "Review" (id text);\n-- the end\n'
+    )
+    (tmp_path / "0004_a.rollback.sql").write_text('DROP TABLE "Review";\n')
+
+    code, out = _lint(str(mig), "--json")
+
+    assert code == 1, out
+    rules = [f["rule"] for f in json.loads(out)["findings"]]
+    assert "comment-only-statement" in rules

@@ -10,7 +10,8 @@ Two sources of findings, each with file, line, column, rule and one line of advi
   one cannot be re-run (prefer-robust-stmts).
 - dbtools' own rules, read with PostgreSQL's own parser (pglast): `probable-rename` (a DROP
   COLUMN and an ADD COLUMN on the same table in one migration: the seed's lost-data rename;
-  use RENAME COLUMN), `missing-rollback` and `empty-rollback`.
+  use RENAME COLUMN), `missing-rollback`, `empty-rollback`, and `comment-only-statement` (a
+  comment after the last statement, which yoyo runs as an empty query and fails on).
 
 A finding is acknowledged in its own file, never globally, with a reason:
 `-- dbtools: allow <rule>: <why>`; an acknowledgement without a reason does not count.
@@ -33,7 +34,7 @@ from pglast.enums import AlterTableType
 from pglast.parser import ParseError
 
 from dbtools.errors import ConfigError
-from dbtools.migrations.files import rollback_file
+from dbtools.migrations.files import file_statements, rollback_file
 
 # Rules dbtools makes moot (module doc), and squawk's column-type preferences (timestamptz,
 # bigint, identity, text), which are modelling choices, not hazards of running a migration.
@@ -48,7 +49,10 @@ SQUAWK_EXCLUDED = (
     "prefer-text-field",
 )
 _NOT_TRANSACTIONAL = re.compile(r"^\s*--\s*transactional:\s*false\s*$", re.MULTILINE | re.I)
-_ACK = re.compile(r"^\s*--\s*dbtools:\s*allow\s+([a-z0-9-]+)\s*:(.*)$", re.MULTILINE)
+# -- dbtools: allow <rule> ["<name>"]: <reason>
+_ACK = re.compile(
+    r'^\s*--\s*dbtools:\s*allow\s+([a-z0-9-]+)(?:\s+"([^"]*)")?\s*:(.*)$', re.MULTILINE
+)
 
 
 @dataclass
@@ -125,7 +129,7 @@ def _squawk_findings(files: list[Path]) -> list[Finding]:
     return out
 
 
-def _line_col(data: bytes, offset: int) -> tuple[int, int]:
+def line_col(data: bytes, offset: int) -> tuple[int, int]:
     """1-based line and column of a byte offset (pglast's locations are in bytes)."""
     # skip the whitespace and comment lines pglast counts as the statement's start
     text = data[offset:].decode("utf-8", "replace")
@@ -162,7 +166,7 @@ def _own_findings(path: Path) -> list[Finding]:
     for table, drops in dropped.items():
         for column, location in drops:
             if table in added:
-                line, col = _line_col(data, location)
+                line, col = line_col(data, location)
                 out.append(
                     Finding(
                         str(path),
@@ -175,6 +179,17 @@ def _own_findings(path: Path) -> list[Finding]:
                         f'use ALTER TABLE "{table}" RENAME COLUMN "{column}" TO ...',
                     )
                 )
+    for statement in file_statements(path):
+        if statement and _is_comment_only(statement):
+            out.append(
+                Finding(
+                    str(path), 1, 1, "comment-only-statement",
+                    "a comment after the last statement: yoyo runs it as a statement and the "
+                    "migration fails with 'can't execute an empty query'",
+                    "move the comment above the first statement",
+                )
+            )  # fmt: skip
+            break
     undo = rollback_file(path)
     if not undo.is_file():
         out.append(
@@ -193,6 +208,13 @@ def _own_findings(path: Path) -> list[Finding]:
     return out
 
 
+def _is_comment_only(statement: str) -> bool:
+    try:
+        return not parse_sql(statement)
+    except ParseError:
+        return False
+
+
 def _has_statements(path: Path) -> bool:
     try:
         return bool(parse_sql(path.read_text(encoding="utf-8")))
@@ -200,18 +222,23 @@ def _has_statements(path: Path) -> bool:
         return True  # not parseable: squawk and `migrate test` report it; not "empty"
 
 
+def acknowledgements(path: Path) -> dict[tuple[str, str | None], str]:
+    """(rule, quoted name or None) -> reason, for each acknowledgement in the file that gives
+    a reason (one without a reason does not count)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return {}
+    return {
+        (rule, name or None): why.strip() for rule, name, why in _ACK.findall(text) if why.strip()
+    }
+
+
 def _acknowledge(findings: list[Finding]) -> None:
-    reasons: dict[tuple[str, str], str] = {}
-    for file in {f.file for f in findings}:
-        try:
-            text = Path(file).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
-            continue
-        for rule, why in _ACK.findall(text):
-            if why.strip():
-                reasons[(file, rule)] = why.strip()
+    by_file = {file: acknowledgements(Path(file)) for file in {f.file for f in findings}}
     for f in findings:
-        f.acknowledged = reasons.get((f.file, f.rule), "")
+        acks = by_file[f.file]
+        f.acknowledged = next((why for (rule, _), why in acks.items() if rule == f.rule), "")
 
 
 def lint(files: list[Path]) -> list[Finding]:

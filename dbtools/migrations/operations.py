@@ -16,6 +16,7 @@ import psycopg2
 from dbtools import db, permit, safety
 from dbtools.config import Settings
 from dbtools.errors import LockBusy, MigrationError
+from dbtools.migrations.data_loss import refuse_losses
 from dbtools.migrations.files import load_migrations
 from dbtools.migrations.lock import LOCK_NAME, lock_row, locked
 from dbtools.migrations.plan import (
@@ -112,6 +113,8 @@ def _apply_locked(
     if st.unknown:
         warnings.append(f"{label} has applied migrations without a file: {', '.join(st.unknown)}")
     steps = [step(m, "apply") for m in plan]
+    if s.target.env == "prod":  # prod's data is what a migration must not destroy unasked
+        refuse_losses(s.guard, plan, label)
     done = execute(s, plan, "apply", before_write)
     return ApplyResult(s.target.env, s.database, "apply", False, done, steps, s.status(), warnings)
 

@@ -19,6 +19,7 @@ from dbtools.errors import (
     SafetyError,
     VerificationFailed,
 )
+from dbtools.migrations.data_loss import refuse_losses
 from dbtools.side import Side
 from dbtools.snapshot import restore
 
@@ -105,6 +106,7 @@ def full_sync_refusals(prod: Conn, dev: Conn | None, settings: Settings) -> list
         )
     ids = schema_sync.plan(dev_st, prod_st)
     plan_ = migrate_txn.plan(settings.migrations_dir, ids, "apply")
+    refuse_losses(prod, plan_, "prod")
     if not plan_:
         assert_schemas_match(prod, dev, settings)
     return plan_

@@ -1,0 +1,127 @@
+"""What a migration would destroy in the database it is about to run on, counted before it runs.
+
+For each DROP COLUMN and DROP TABLE among the migrations about to be applied (read with
+PostgreSQL's own parser, pglast), the rows that hold data there are counted: non-null values
+of a dropped column, rows of a dropped table. A count above zero refuses the run (exit 3,
+nothing changed) unless the migration file acknowledges it with a reason:
+`-- dbtools: allow drop-column "tagline": moved to Profile.tagline in 0004` (or without the
+quoted name, for every drop of that kind in the file). A table or column that does not exist
+yet (made by an earlier migration of the same run) holds nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg2
+from pglast import ast, parse_sql
+from pglast.enums import AlterTableType, ObjectType
+from pglast.parser import ParseError
+from yoyo.migrations import Migration
+
+from dbtools import db
+from dbtools.db import Conn, quote_ident
+from dbtools.errors import SafetyError
+from dbtools.migrations.lint import acknowledgements, line_col
+
+
+@dataclass
+class Loss:
+    migration: str
+    file: str
+    line: int
+    rule: str  # drop-column | drop-table
+    target: str  # "table"."column" or "table"
+    name: str  # the bare column or table name an acknowledgement quotes
+    rows: int
+    acknowledged: str = ""
+
+    @property
+    def described(self) -> str:
+        what = "non-null values in column" if self.rule == "drop-column" else "rows in table"
+        return f"{Path(self.file).name} line {self.line}: {self.rows} {what} {self.target}"
+
+
+def _qualified(rel: ast.RangeVar) -> str:
+    name = quote_ident(str(rel.relname))
+    return f"{quote_ident(str(rel.schemaname))}.{name}" if rel.schemaname else name
+
+
+def _drops(path: Path) -> list[tuple[str, str, str, str, int]]:
+    """(rule, count query, shown target, bare name, byte offset) per drop in the file."""
+    data = path.read_bytes()
+    try:
+        statements = parse_sql(data.decode("utf-8"))
+    except (ParseError, UnicodeDecodeError):
+        return []  # the run itself reports the syntax error, with its place
+    out = []
+    for raw in statements:
+        stmt, at = raw.stmt, raw.stmt_location or 0
+        if isinstance(stmt, ast.AlterTableStmt) and stmt.relation is not None:
+            table = _qualified(stmt.relation)
+            for cmd in stmt.cmds or ():
+                if cmd.subtype == AlterTableType.AT_DropColumn and cmd.name:
+                    col = quote_ident(str(cmd.name))
+                    sql = f"SELECT count(*) FROM {table} WHERE {col} IS NOT NULL"
+                    out.append(("drop-column", sql, f"{table}.{col}", str(cmd.name), at))
+        elif isinstance(stmt, ast.DropStmt) and stmt.removeType == ObjectType.OBJECT_TABLE:
+            for obj in stmt.objects or ():
+                parts = [str(getattr(p, "sval", p)) for p in obj]
+                table = ".".join(quote_ident(p) for p in parts)
+                out.append(("drop-table", f"SELECT count(*) FROM {table}", table, parts[-1], at))
+    return out
+
+
+def _count(conn: Conn, sql: str) -> int:
+    """The count, or 0 when the object does not exist (yet) here."""
+    try:
+        with db.savepoint(conn, "dbtools_data_loss"), conn.cursor() as cur:
+            cur.execute(sql)
+            row = cur.fetchone()
+    except (psycopg2.errors.UndefinedTable, psycopg2.errors.UndefinedColumn):
+        return 0
+    return int(row[0]) if row else 0
+
+
+def losses(conn: Conn, plan: Sequence[Migration]) -> list[Loss]:
+    """Every drop in the planned migrations with what it would destroy on conn's database."""
+    out: list[Loss] = []
+    with db.read_only_use(conn):  # no lock of ours left for the migration to wait behind
+        for m in plan:
+            out += _losses_of(conn, m)
+    return out
+
+
+def _losses_of(conn: Conn, m: Migration) -> list[Loss]:
+    out: list[Loss] = []
+    path = Path(m.path)
+    acks = acknowledgements(path)
+    data = path.read_bytes()
+    for rule, sql, target, name, at in _drops(path):
+        rows = _count(conn, sql)
+        if not rows:
+            continue
+        line, _ = line_col(data, at)
+        reason = acks.get((rule, name)) or acks.get((rule, None)) or ""
+        out.append(Loss(m.id, str(path), line, rule, target, name, rows, reason))
+    return out
+
+
+def refuse_losses(conn: Conn, plan: Sequence[Migration], where: str) -> list[Loss]:
+    """SafetyError (exit 3) naming each unacknowledged loss; the acknowledged ones otherwise."""
+    found = losses(conn, plan)
+    open_ = [x for x in found if not x.acknowledged]
+    if open_:
+        first = open_[0]
+        raise SafetyError(
+            f"refusing to migrate {where}: the migrations would destroy data there: "
+            + "; ".join(x.described for x in open_)
+            + "; nothing was changed",
+            hint=(
+                f"if that is intended, say why at the top of {Path(first.file).name}: "
+                f'-- dbtools: allow {first.rule} "{first.name}": <reason>'
+            ),
+        )
+    return found
