@@ -7,7 +7,8 @@ PG_URL  = $$($(BIN)/python scripts/ensure_pg.py)
 DBTOOLS = $(BIN)/dbtools
 
 .PHONY: install test lint format demo bench clean verify backup sync-schema sync-data \
-        full-sync sync rollback prune check seed-demo diff status plan apply history
+        full-sync sync rollback prune check seed-demo diff status plan apply history \
+        migrate-lint migrate-test
 # YES=1 confirms destructive steps without a terminal (CI); DRY_RUN=1 plans only.
 FLAGS   = $(if $(filter 1,$(YES)),--yes,) $(if $(filter 1,$(DRY_RUN)),--dry-run,) $(DBTOOLS_FLAGS)
 .DEFAULT_GOAL := help
@@ -68,6 +69,13 @@ apply: install
 
 history: install
 	$(DBTOOLS) history $(DBTOOLS_FLAGS)
+
+# For migration authors (.github/workflows/migrations.yml runs both on pull requests).
+migrate-lint: install
+	$(DBTOOLS) migrate lint $(FILES) $(DBTOOLS_FLAGS)
+
+migrate-test: install
+	$(DBTOOLS) migrate test $(DBTOOLS_FLAGS)
 
 rollback: install
 	$(DBTOOLS) rollback $(FLAGS)

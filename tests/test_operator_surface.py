@@ -10,6 +10,7 @@ import shutil
 import stat
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -411,3 +412,57 @@ def test_bash_completion_script_and_completions() -> None:
     complete["COMP_CWORD"] = "2"
     options = run([dbtools], env={**complete, "COMP_WORDS": "dbtools check --ta"})
     assert "plain,--target" in options.stdout.split()
+
+
+# --- (e) the migration authors' pull-request workflow ------------------------------------
+
+MIGRATIONS_WORKFLOW = REPO / ".github" / "workflows" / "migrations.yml"
+
+
+@pytest.mark.pure
+def test_pull_requests_touching_migrations_are_linted_and_round_tripped() -> None:
+    data = yaml.safe_load(MIGRATIONS_WORKFLOW.read_text())
+    triggers = data["on"] if "on" in data else data[True]
+    assert triggers == {"pull_request": {"paths": ["migrations/**"]}}
+    assert "secrets." not in MIGRATIONS_WORKFLOW.read_text(), "no secret: dev/prod unreachable"
+    (job,) = data["jobs"].values()
+    assert job["services"]["postgres"]["image"].startswith("postgres:")
+    runs = [s.get("run", "") for s in job["steps"]]
+    assert "make install" in runs
+    assert any('make migrate-lint FILES="$(echo $files)"' in r for r in runs)
+    assert "make migrate-test" in runs
+    result = run([venv_tool("actionlint") or "actionlint", str(MIGRATIONS_WORKFLOW)])
+    assert result.returncode == 0, result.stdout + result.stderr
+    for target, argv in (
+        (
+            ["migrate-lint", "FILES=migrations/0004_x.sql"],
+            ["migrate", "lint", "migrations/0004_x.sql"],
+        ),
+        (["migrate-test"], ["migrate", "test"]),
+    ):
+        dry = run(["make", "-n", *target])
+        assert dry.returncode == 0, dry.stderr
+        line = next(x for x in dry.stdout.splitlines() if x.startswith(".venv/bin/dbtools "))
+        assert line.split()[1:] == argv
+
+
+def test_migrate_test_runs_with_only_a_dev_server_as_in_that_workflow(
+    make_db: Callable[[str], str], tmp_path: Path
+) -> None:
+    url = make_db("ci")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DBTOOLS_", "PROD_", "DEV_"))}
+    env |= {
+        "DEV_DATABASE_URL": url,
+        "DBTOOLS_DEV_DATABASE": url.rsplit("/", 1)[1],
+        "PYTHONPATH": str(REPO),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "dbtools", "migrate", "test"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "migrate test: ok" in done.stdout
