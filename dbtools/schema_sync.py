@@ -66,7 +66,7 @@ def _inspect(settings: Settings, env: str) -> _Side:
         conn.close()
 
 
-def plan(dev: migrations.MigrationStatus, prod: migrations.MigrationStatus) -> list[str]:
+def ids_to_apply(dev: migrations.MigrationStatus, prod: migrations.MigrationStatus) -> list[str]:
     """The migrations prod may receive, or a SafetyError naming what dev has not tested."""
     untested = [m for m in prod.pending if m not in set(dev.applied)]
     if untested:
@@ -115,7 +115,7 @@ def sync_schema(
     prod = _inspect(settings, "prod")
     safety.assert_writable(prod.target, prod.ident, dev.target, dev.ident)
     _refuse_bad_history(dev, prod)
-    ids = plan(dev.status, prod.status)
+    ids = ids_to_apply(dev.status, prod.status)
     called = False
 
     def hook() -> None:

@@ -89,7 +89,7 @@ def render_changes(changes: list[sync.TableChange]) -> str:
     return table(rows, ["table", "before", "", "after", ""])
 
 
-def render_plan(plan: sync.Plan) -> str:
+def render_preview(plan: sync.Preview) -> str:
     out = [f"plan: dev {plan.dev_database} -> prod {plan.prod_database} (dry run: nothing written)"]
     for env in ("dev", "prod"):
         pending = plan.pending.get(env, [])
@@ -109,13 +109,13 @@ def render_plan(plan: sync.Plan) -> str:
     return "\n".join(out)
 
 
-def _emit_plan(opts: Options, data: dict[str, Any], plan: sync.Plan) -> None:
+def _emit_preview(opts: Options, data: dict[str, Any], plan: sync.Preview) -> None:
     """A dry run exits as the real run would: with the refusal's code, the plan printed."""
     if plan.exit_code and not opts.json:
-        click.echo(render_plan(plan))
+        click.echo(render_preview(plan))
         click.echo(f"error: {plan.refusal}", err=True)
         raise SystemExit(plan.exit_code)
-    opts.emit(data, lambda: render_plan(plan), exit_code=plan.exit_code)
+    opts.emit(data, lambda: render_preview(plan), exit_code=plan.exit_code)
 
 
 def _rollback_hint(backup: sync.BackupResult) -> str:
@@ -138,7 +138,7 @@ def render_sync(
 
 def render_full(result: sync.FullSyncResult) -> str:
     if result.dry_run and result.plan is not None:
-        return render_plan(result.plan)
+        return render_preview(result.plan)
     marks = {"ok": "ok", "failed": "FAILED", "skipped": "skipped", "pending": ""}
     rows = [[marks[s.status], s.name, s.detail] for s in result.steps]
     out = [table(rows, ["", "step", "detail"])]
@@ -192,8 +192,8 @@ def sync_data(opts: Options, dry_run: bool) -> None:
       dbtools sync-data --yes --json | jq -r .path
     """
     if dry_run:
-        plan = sync.plan(opts.settings, "sync-data")
-        _emit_plan(opts, {"dry_run": True, "plan": plan.as_dict()}, plan)
+        plan = sync.preview(opts.settings, "sync-data")
+        _emit_preview(opts, {"dry_run": True, "plan": plan.as_dict()}, plan)
     opts.confirm(f"replace the data of prod {_prod(opts)} with dev's?")
     result = sync.sync_data(opts.settings, progress=opts.progress)
     assert isinstance(result, sync.SyncResult)
@@ -216,7 +216,7 @@ def full_sync(opts: Options, dry_run: bool) -> None:
     result = sync.full_sync(opts.settings, dry_run=dry_run, progress=opts.progress)
     data = result.as_dict()
     if result.dry_run and result.plan is not None:
-        _emit_plan(opts, data, result.plan)
+        _emit_preview(opts, data, result.plan)
     if result.failed is not None and not opts.json:
         click.echo(render_full(result))
         click.echo(f"error: {result.failed.detail}", err=True)

@@ -1,11 +1,12 @@
-"""The pipelines: backup, sync-data, full-sync, rollback, and the dry-run plan.
+"""The pipelines: backup, sync-data, full-sync, apply, rollback, and the dry-run preview.
 
 One module per thing it holds: `session` (the guarded write session and its backup),
 `refusals` (what every pipeline refuses before a backup), `provenance` (where a snapshot
 comes from, what a restore into prod may touch), `data` (sync-data), `apply` (a reviewed
 plan of `dbtools plan`, refused when prod moved since), `steps` (full-sync),
 `undo` (rollback, restore into prod, what retention keeps for rollback), `schema`
-(sync-schema and migrate --target prod under the guard), `dryrun` (the plan) and `results`.
+(sync-schema and migrate --target prod under the guard), `dryrun` (the preview a dry run
+prints) and `results`.
 This package exports the public API; callers import it as `dbtools.sync`.
 
 One rule holds for every path that writes prod, and it lives in ONE function,
@@ -44,11 +45,11 @@ that parent row in dev, or to delete the stale preserved row in prod on purpose.
 
 from dbtools.sync.apply import apply_plan
 from dbtools.sync.data import sync_data
-from dbtools.sync.dryrun import plan
+from dbtools.sync.dryrun import preview
 from dbtools.sync.results import (
     BackupResult,
     FullSyncResult,
-    Plan,
+    Preview,
     ProdRestoreResult,
     Step,
     SyncResult,
@@ -64,7 +65,7 @@ __all__ = [
     "BackupResult",
     "FullSyncResult",
     "Guard",
-    "Plan",
+    "Preview",
     "ProdRestoreResult",
     "SchemaSyncRun",
     "Step",
@@ -75,7 +76,7 @@ __all__ = [
     "full_sync",
     "guarded_prod_write",
     "migrate_prod",
-    "plan",
+    "preview",
     "prune",
     "restore_prod",
     "rollback",

@@ -14,9 +14,9 @@ from dbtools.errors import (
 )
 from dbtools.snapshot import restore
 from dbtools.snapshot.create import create_snapshot
-from dbtools.sync.dryrun import plan
+from dbtools.sync.dryrun import preview
 from dbtools.sync.refusals import assert_schemas_match, sync_data_refusals
-from dbtools.sync.results import Plan, SyncResult, table_changes
+from dbtools.sync.results import Preview, SyncResult, table_changes
 from dbtools.sync.session import Guard, guarded_prod_write, say
 
 
@@ -96,16 +96,16 @@ def load_dev_into_prod(
 
 def sync_data(
     settings: Settings, *, dry_run: bool = False, progress: Progress = None
-) -> SyncResult | Plan:
+) -> SyncResult | Preview:
     """The seed's copy-dev-to-prod: backup prod, snapshot dev, load it into prod atomically.
 
     Refuses (nothing written, no backup) on drift or unless the schemas match. The tables are
     held IN EXCLUSIVE MODE from before the backup to the commit (see guarded_prod_write), and
     the load, the checks and the history row commit in that one transaction; a failed check
-    rolls everything back. With dry_run, returns the Plan and writes nothing.
+    rolls everything back. With dry_run, returns the Preview and writes nothing.
     """
     if dry_run:
-        return plan(settings, "sync-data")
+        return preview(settings, "sync-data")
 
     def precheck(prod: Conn, dev: Conn | None) -> None:
         sync_data_refusals(prod, dev, settings)

@@ -1,5 +1,5 @@
-"""The dry-run plan of sync-data / full-sync: the real run's refusals, in its order,
-reading dev and prod in read-only sessions."""
+"""The dry-run preview of sync-data / full-sync (not the row-level plan of `dbtools plan`):
+the real run's refusals, in its order, reading dev and prod in read-only sessions."""
 
 from __future__ import annotations
 
@@ -30,11 +30,11 @@ from dbtools.sync.refusals import (
     sync_data_refusals,
     verify_step,
 )
-from dbtools.sync.results import Plan
+from dbtools.sync.results import Preview
 from dbtools.sync.session import exec_sql, open_dev
 
 
-def plan(settings: Settings, command: str = "full-sync") -> Plan:
+def preview(settings: Settings, command: str = "full-sync") -> Preview:
     """What `command` (sync-data or full-sync) would do, and the refusal that would stop it
     with its exit code: the same checks the real run makes, in its order (full-sync's verify
     step, a foreign key or default tying the synced tables to what no snapshot loads, drift,
@@ -46,7 +46,7 @@ def plan(settings: Settings, command: str = "full-sync") -> Plan:
         prod_conn = db.connect(db.target(settings, "prod"), settings=settings)
         try:
             checks.set_read_only(prod_conn)
-            out = _plan(settings, dev_conn, prod_conn)
+            out = _preview(settings, dev_conn, prod_conn)
             try:  # in the real run's order: its verify step, the guard, the prechecks
                 if command == "full-sync":
                     verify_step(settings)
@@ -120,7 +120,7 @@ def _pending(conn: Conn, settings: Settings, side: str) -> list[str]:
     return [str(m) for m in summary.get("pending", [])]
 
 
-def _plan(settings: Settings, dev: Conn, prod: Conn) -> Plan:
+def _preview(settings: Settings, dev: Conn, prod: Conn) -> Preview:
     dev_objects, dev_applied = migrations.schema_state(dev, settings.schemas)
     prod_objects, prod_applied = migrations.schema_state(prod, settings.schemas)
     to_apply = [m for m in dev_applied if m not in prod_applied]
@@ -149,7 +149,7 @@ def _plan(settings: Settings, dev: Conn, prod: Conn) -> Plan:
         rows.append({"table": key, "dev_rows": d, "prod_rows": p, "action": action})
     dev_name = db.identity(dev).database
     prod_name = db.identity(prod).database
-    return Plan(
+    return Preview(
         dev_database=dev_name,
         prod_database=prod_name,
         pending={"dev": _pending(dev, settings, "dev"), "prod": _pending(prod, settings, "prod")},

@@ -104,7 +104,7 @@ def full_sync_refusals(prod: Conn, dev: Conn | None, settings: Settings) -> list
             f"refusing to sync the schema: prod has migrations dev has not: {', '.join(ahead)}",
             hint="apply them to dev first: dbtools migrate apply --target dev",
         )
-    ids = schema_sync.plan(dev_st, prod_st)
+    ids = schema_sync.ids_to_apply(dev_st, prod_st)
     plan_ = migrate_txn.plan(settings.migrations_dir, ids, "apply")
     refuse_losses(prod, plan_, "prod")
     if not plan_:

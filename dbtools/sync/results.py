@@ -125,7 +125,7 @@ class SyncResult:
 
 
 @dataclass
-class Plan:
+class Preview:
     """What a sync would do, computed without writing anything (not even a snapshot)."""
 
     dev_database: str
@@ -172,7 +172,7 @@ class Step:
 class FullSyncResult:
     steps: list[Step]
     dry_run: bool = False
-    plan: Plan | None = None
+    plan: Preview | None = None
     backup: BackupResult | None = None
     schema: dict[str, Any] | None = None
     data: SyncResult | None = None

@@ -24,7 +24,7 @@ from dbtools.errors import (
 )
 from dbtools.side import Side
 from dbtools.sync.data import load_dev_into_prod
-from dbtools.sync.dryrun import plan
+from dbtools.sync.dryrun import preview
 from dbtools.sync.refusals import full_sync_refusals, verify_step
 from dbtools.sync.results import FullSyncResult, Step
 from dbtools.sync.session import guarded_prod_write, say
@@ -86,7 +86,7 @@ def full_sync(
     commit together, with the history row, or not at all.
     """
     if dry_run:
-        return FullSyncResult(steps=[], dry_run=True, plan=plan(settings, "full-sync"))
+        return FullSyncResult(steps=[], dry_run=True, plan=preview(settings, "full-sync"))
     result = FullSyncResult(steps=[Step(name) for name in STEPS])
     steps = {s.name: s for s in result.steps}
     current = "verify"
