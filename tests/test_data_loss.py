@@ -96,3 +96,27 @@ def test_an_empty_column_or_a_table_made_in_the_same_run_loses_nothing(
     result = project.invoke("sync-schema", "--yes")
 
     assert result.exit_code == 0, result.output
+
+
+def test_a_type_change_that_alters_values_is_counted(project: Project, own: Path) -> None:
+    execute(
+        project.prod_url,
+        """UPDATE "User" SET "emailVerified" = CASE id
+             WHEN 'u1' THEN '2024-01-01 10:00:00.123'::timestamp
+             WHEN 'u2' THEN '2024-01-01 10:00:00.5'::timestamp
+             ELSE '2024-01-01 10:00:00'::timestamp END""",
+    )
+    _add(
+        own,
+        "-- depends: 0003_rename_user_image\n"
+        'ALTER TABLE "User" ALTER COLUMN "emailVerified" TYPE timestamp(0);\n',
+    )
+    assert project.invoke("migrate", "apply", "--target", "dev").exit_code == 0
+
+    result = project.invoke("sync-schema", "--yes")
+
+    assert result.exit_code == 3, result.output
+    assert (
+        '0004_drop_name.sql line 2: 2 values altered by the type change of "User"."emailVerified" '
+        "(to timestamp(0))"
+    ) in result.output

@@ -1,9 +1,13 @@
 """What a migration would destroy in the database it is about to run on, counted before it runs.
 
-For each DROP COLUMN and DROP TABLE among the migrations about to be applied (read with
-PostgreSQL's own parser, pglast), the rows that hold data there are counted: non-null values
-of a dropped column, rows of a dropped table. A count above zero refuses the run (exit 3,
-nothing changed) unless the migration file acknowledges it with a reason:
+For each DROP COLUMN, DROP TABLE and ALTER COLUMN ... TYPE among the migrations about to be
+applied (read with PostgreSQL's own parser, pglast), the rows that hold data there are
+counted: non-null values of a dropped column, rows of a dropped table, values a type change
+would alter (compared as text: a numeric scale or timestamp precision cut, a USING that
+rewrites). A value a conversion rejects fails the migration itself, named by file and line.
+A count above zero refuses the run (exit 3, nothing changed) unless the migration file
+acknowledges it with a reason, in its leading comments (yoyo would run a comment after the
+last statement as an empty statement):
 `-- dbtools: allow drop-column "tagline": moved to Profile.tagline in 0004` (or without the
 quoted name, for every drop of that kind in the file). A table or column that does not exist
 yet (made by an earlier migration of the same run) holds nothing.
@@ -19,6 +23,7 @@ import psycopg2
 from pglast import ast, parse_sql
 from pglast.enums import AlterTableType, ObjectType
 from pglast.parser import ParseError
+from pglast.stream import RawStream
 from yoyo.migrations import Migration
 
 from dbtools import db
@@ -32,7 +37,7 @@ class Loss:
     migration: str
     file: str
     line: int
-    rule: str  # drop-column | drop-table
+    rule: str  # drop-column | drop-table | change-type
     target: str  # "table"."column" or "table"
     name: str  # the bare column or table name an acknowledgement quotes
     rows: int
@@ -40,7 +45,11 @@ class Loss:
 
     @property
     def described(self) -> str:
-        what = "non-null values in column" if self.rule == "drop-column" else "rows in table"
+        what = {
+            "drop-column": "non-null values in column",
+            "drop-table": "rows in table",
+            "change-type": "values altered by the type change of",
+        }[self.rule]
         return f"{Path(self.file).name} line {self.line}: {self.rows} {what} {self.target}"
 
 
@@ -66,6 +75,19 @@ def _drops(path: Path) -> list[tuple[str, str, str, str, int]]:
                     col = quote_ident(str(cmd.name))
                     sql = f"SELECT count(*) FROM {table} WHERE {col} IS NOT NULL"
                     out.append(("drop-column", sql, f"{table}.{col}", str(cmd.name), at))
+                elif cmd.subtype == AlterTableType.AT_AlterColumnType and cmd.name:
+                    col = quote_ident(str(cmd.name))
+                    new_type = RawStream()(cmd.def_.typeName)
+                    using = cmd.def_.raw_default
+                    expr = RawStream()(using) if using is not None else f"{col}::{new_type}"
+                    # values the conversion alters (numeric scale, timestamp precision, ...),
+                    # compared as text; a value it rejects fails the migration itself
+                    sql = (
+                        f"SELECT count(*) FROM {table} WHERE {col} IS NOT NULL "
+                        f"AND ({expr})::text IS DISTINCT FROM {col}::text"
+                    )
+                    shown = f"{table}.{col} (to {new_type})"
+                    out.append(("change-type", sql, shown, str(cmd.name), at))
         elif isinstance(stmt, ast.DropStmt) and stmt.removeType == ObjectType.OBJECT_TABLE:
             for obj in stmt.objects or ():
                 parts = [str(getattr(p, "sval", p)) for p in obj]
@@ -82,6 +104,8 @@ def _count(conn: Conn, sql: str) -> int:
             row = cur.fetchone()
     except (psycopg2.errors.UndefinedTable, psycopg2.errors.UndefinedColumn):
         return 0
+    except psycopg2.DataError:
+        return 0  # a conversion that fails: the migration fails on it, named by file and line
     return int(row[0]) if row else 0
 
 
