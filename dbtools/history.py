@@ -48,9 +48,16 @@ _CREATE = (
     "id bigserial PRIMARY KEY, operation text NOT NULL, "
     "committed_at timestamptz NOT NULL DEFAULT clock_timestamp(), "
     "backup_path text, backup_stamp text, backup_sha256 text, snapshot_loaded text, "
-    "undoes bigint, migrations jsonb, tables jsonb, tool_version text NOT NULL)",
-    # added with `dbtools apply`; a history table made by an older dbtools gains it here
-    f"ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS plan_id text",
+    "undoes bigint, migrations jsonb, tables jsonb, tool_version text NOT NULL, plan_id text)",
+)
+# Added with `dbtools apply`: a table made by an older dbtools gains it, once. Run only when
+# the column is missing: ALTER TABLE checks ownership and takes ACCESS EXCLUSIVE even with IF
+# NOT EXISTS, so on every commit it would fail for a role that does not own the table and
+# wait behind any open reader of it.
+_ADD_PLAN_ID = f"ALTER TABLE {TABLE} ADD COLUMN plan_id text"
+_HAS_PLAN_ID = (
+    f"SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = '{TABLE}'::regclass "
+    "AND attname = 'plan_id' AND NOT attisdropped)"
 )
 
 
@@ -103,8 +110,9 @@ def entries(conn: Conn) -> list[Entry]:
             backup_sha256=r[5],
             snapshot_loaded=r[6],
             undoes=r[7],
-            migrations=list(r[8] or []),
-            tables=dict(r[9] or {}),
+            # rows are read defensively: one odd row must never block a rollback
+            migrations=[str(m) for m in r[8]] if isinstance(r[8], list) else [],
+            tables=r[9] if isinstance(r[9], dict) else {},
             plan_id=r[10],
         )
         for r in rows
@@ -115,6 +123,10 @@ def recent(settings: Settings, limit: int) -> list[Entry]:
     """The newest `limit` rows of prod's history, on a connection of its own."""
     conn = db.connect(db.target(settings, "prod"), settings=settings)
     try:
+        with conn.cursor() as cur:  # never queue behind a write's lock for long
+            timeout_ms = max(1, int(settings.lock_timeout_seconds * 1000))
+            cur.execute(f"SET lock_timeout = '{timeout_ms}ms'")
+        conn.commit()
         return entries(conn)[:limit]
     finally:
         conn.close()
@@ -148,6 +160,10 @@ def record(
     with conn.cursor() as cur:
         for sql in _CREATE:
             cur.execute(sql)
+        cur.execute(_HAS_PLAN_ID)
+        row = cur.fetchone()
+        if not (row and row[0]):
+            cur.execute(_ADD_PLAN_ID)
         cur.execute(
             f"INSERT INTO {TABLE} (operation, backup_path, backup_stamp, backup_sha256, "
             "snapshot_loaded, undoes, migrations, tables, tool_version, plan_id) "

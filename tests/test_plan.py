@@ -158,3 +158,36 @@ def test_a_misspelt_preserved_table_is_refused_as_the_sync_would(diverged: Proje
         "error: setup.cfg [dbtools] preserved_tables: 'public.account' matches no table in dev "
         "or prod (did you mean 'public.Account'?)"
     )
+
+
+def test_columns_differing_only_in_case_and_marker_like_names_are_compared_apart(
+    project: Project,
+) -> None:
+    """DuckDB folds identifiers' case: "v" and "V" must still be two columns, and a user
+    column named like the join's markers must not be taken for one."""
+    configure(project, "preserved_tables = ")
+    ddl = (
+        'CREATE TABLE c (id int PRIMARY KEY, "v" int, "V" int, "ID" int, '
+        '"__dbtools_in_dev" int, "__dbtools_in_prod" int)'
+    )
+    for url in (project.dev_url, project.prod_url):
+        execute(url, ddl)
+    execute(project.dev_url, "INSERT INTO c VALUES (1, 1, 1, 7, 1, 1), (2, 2, 2, 2, NULL, 2)")
+    execute(project.prod_url, "INSERT INTO c VALUES (1, 1, 100, 7, 1, 1), (2, 2, 2, 5, 9, 2)")
+
+    c = _table(_plan(project), "public.c")
+
+    assert (c["inserted"], c["updated"], c["deleted"]) == (0, 2, 0)
+    assert c["changed_columns"] == {"V": 1, "ID": 1, "__dbtools_in_dev": 1}
+    assert c["samples"]["updated"] == [{"id": 1}, {"id": 2}]
+
+
+def test_float_keys_stay_valid_json(project: Project) -> None:
+    configure(project, "preserved_tables = ")
+    for url in (project.dev_url, project.prod_url):
+        execute(url, "CREATE TABLE f (k float8 PRIMARY KEY, v int)")
+    execute(project.dev_url, "INSERT INTO f VALUES ('NaN', 1), ('Infinity', 2)")
+    result = project.invoke("plan", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output, parse_constant=lambda c: pytest.fail(f"non-JSON {c}"))
+    assert _table(data, "public.f")["samples"]["inserted"] == [{"k": "Infinity"}, {"k": "NaN"}]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import decimal
+import math
 import uuid
 from pathlib import Path
 from typing import Any
@@ -20,13 +21,18 @@ from dbtools.changes.model import BY_KEY, REPLACED, SAMPLE_KEYS, TableChanges
 from dbtools.snapshot import format as fmt
 from dbtools.snapshot.query import table_source
 
-# The presence markers of the join; a user column of this name is never compared with them.
+# The presence markers of the join (user columns are named c0, c1, ... there: no clash).
 _IN_DEV = "__dbtools_in_dev"
 _IN_PROD = "__dbtools_in_prod"
 
 
 def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+def _position(i: int) -> str:
+    """The name of a table's i-th column in the comparison's views (names are by position)."""
+    return f"c{i}"
 
 
 def _shape(entry: fmt.TableEntry) -> dict[str, tuple[str, str]]:
@@ -36,6 +42,9 @@ def _shape(entry: fmt.TableEntry) -> dict[str, tuple[str, str]]:
 
 def jsonable(value: Any) -> Any:
     """A key value as JSON shows it: bytea as PostgreSQL's `\\x` hex, the rest as text."""
+    if isinstance(value, float) and not math.isfinite(value):
+        # JSON has no NaN or Infinity (strict parsers refuse them): PostgreSQL's spelling
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, (bytes, bytearray, memoryview)):
@@ -66,7 +75,11 @@ class TableSources:
                     continue
                 view = f"{side}_{n}"
                 source = table_source(con, f"__dbtools_{side}_{n}", paths)
-                con.execute(f"CREATE VIEW {_ident(view)} AS {source}")
+                # DuckDB matches names case-insensitively ("v" and "V" are one column to
+                # it, the second read as "V_1"): the view names every column by position.
+                names = ", ".join(_ident(_position(i)) for i in range(len(entry.columns)))
+                aliased = f"SELECT * FROM ({source}) AS s({names})" if names else source
+                con.execute(f"CREATE VIEW {_ident(view)} AS {aliased}")
                 self.views[(side, key)] = view
                 allowed += [str(p) for p in paths]
         from dbtools.snapshot.query import lock_down
@@ -106,21 +119,26 @@ def compare_table(
         if only_prod:
             parts.append("columns only in prod: " + ", ".join(only_prod))
         out.note = "; ".join(parts) + " (compared on the columns both have)"
+    # the views name columns by position (TableSources): each side's own positions
+    d_at = {c: _ident(_position(i)) for i, c in enumerate(dev_shape)}
+    p_at = {c: _ident(_position(i)) for i, c in enumerate(prod_shape)}
     dev_view, prod_view = sources.view("dev", key), sources.view("prod", key)
     if dev_view is None or prod_view is None:  # one side holds no rows at all
         out.inserted = dev.rows if prod_view is None else 0
         out.deleted = prod.rows if dev_view is None else 0
         only = dev_view or prod_view
         kind = "inserted" if dev_view else "deleted"
+        at = d_at if dev_view else p_at
         if only:
-            out.samples[kind] = _keys(sources.con, f"FROM {_ident(only)}", out.key, "true")
+            cols = [at[k] for k in out.key]
+            out.samples[kind] = _keys(sources.con, f"FROM {_ident(only)}", out.key, cols, "true")
         return out
     join = (
         f"FROM (SELECT *, true AS {_IN_DEV} FROM {_ident(dev_view)}) d "
         f"FULL OUTER JOIN (SELECT *, true AS {_IN_PROD} FROM {_ident(prod_view)}) p ON "
-        + " AND ".join(f"d.{_ident(k)} = p.{_ident(k)}" for k in out.key)
+        + " AND ".join(f"d.{d_at[k]} = p.{p_at[k]}" for k in out.key)
     )
-    differs = {c: f"d.{_ident(c)} IS DISTINCT FROM p.{_ident(c)}" for c in common}
+    differs = {c: f"d.{d_at[c]} IS DISTINCT FROM p.{p_at[c]}" for c in common}
     kinds = {
         "inserted": f"p.{_IN_PROD} IS NULL",
         "deleted": f"d.{_IN_DEV} IS NULL",
@@ -137,8 +155,8 @@ def compare_table(
     out.unchanged = dev.rows - out.inserted - out.updated
     for kind, cond in kinds.items():
         if getattr(out, kind):
-            side = "p" if kind == "deleted" else "d"
-            out.samples[kind] = _keys(sources.con, join, out.key, cond, side)
+            cols = [f"p.{p_at[k]}" if kind == "deleted" else f"d.{d_at[k]}" for k in out.key]
+            out.samples[kind] = _keys(sources.con, join, out.key, cols, cond)
     return out
 
 
@@ -166,10 +184,9 @@ def _not_comparable(
 
 
 def _keys(
-    con: Any, source: str, key: list[str], cond: str, side: str | None = None
+    con: Any, source: str, key: list[str], cols: list[str], cond: str
 ) -> list[dict[str, Any]]:
-    """A few keys of the rows matching `cond`, smallest first."""
-    cols = [f"{side}.{_ident(k)}" if side else _ident(k) for k in key]
+    """A few keys of the rows matching `cond` (key columns `cols` in SQL), smallest first."""
     rows = con.execute(
         f"SELECT {', '.join(cols)} {source} WHERE {cond} ORDER BY {', '.join(cols)} "
         f"LIMIT {SAMPLE_KEYS}"

@@ -176,7 +176,7 @@ def apply(opts: Options, plan_file: Path) -> None:
 
 def _history_row(e: history.Entry) -> list[Any]:
     counts = [
-        sum(int(t.get(k) or 0) for t in e.tables.values() if isinstance(t, dict))
+        sum(v for t in e.tables.values() if isinstance(t, dict) and isinstance(v := t.get(k), int))
         for k in ("inserted", "updated", "deleted")
     ]
     shown = f"+{counts[0]} ~{counts[1]} -{counts[2]}" if e.plan_id else ""
