@@ -8,9 +8,13 @@ row counts, and `rollback` returns to the state before it.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+from collections.abc import Callable
 from pathlib import Path
 
+import psycopg2
 import pytest
 
 from support.db import digests, execute
@@ -155,3 +159,99 @@ def test_a_plan_is_refused_when_preserved_tables_changed_since(diverged: Project
     assert "preserved_tables changed since the plan was computed" in error
     assert "no longer preserved: public.Account" in error
     assert digests(diverged.prod_url) == before
+
+
+def _forge(path: Path, edit: Callable[[dict], None]) -> Path:
+    """The plan edited and its id recomputed, as someone with write access could."""
+    data = json.loads(path.read_text())
+    data.pop("plan_id")
+    edit(data)
+    body = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    data["plan_id"] = hashlib.sha256(body.encode()).hexdigest()
+    forged = path.with_name("forged.json")
+    forged.write_text(json.dumps(data))
+    return forged
+
+
+def test_a_reader_of_prods_history_does_not_block_the_next_apply(diverged: Project) -> None:
+    path, _ = _saved_plan(diverged)
+    assert _apply(diverged, path)[0] == 0  # creates _dbtools.history
+    execute(diverged.dev_url, "UPDATE item SET name = 'second' WHERE id = 2")
+    second, _ = _saved_plan(diverged)
+    reader = psycopg2.connect(diverged.prod_url)
+    try:
+        with reader.cursor() as cur:  # an open transaction that has read the history
+            cur.execute("SELECT count(*) FROM _dbtools.history")
+        code, out = _apply(diverged, second)
+    finally:
+        reader.close()
+    assert code == 0, out
+
+
+def test_a_forged_plan_that_hides_a_table_is_refused(diverged: Project) -> None:
+    path, _ = _saved_plan(diverged)
+    execute(diverged.prod_url, "INSERT INTO same VALUES (999, 'an app write after the plan')")
+    before = digests(diverged.prod_url)
+
+    def hide(d: dict) -> None:
+        d["tables_only_in_prod"] = [t["table"] for t in d["tables"]]
+        d["tables"] = []
+
+    code, out = _apply(diverged, _forge(path, hide))
+
+    assert code == 3, out
+    assert (
+        "does not describe its dev snapshot (public.Account is in the snapshot but not"
+        in (json.loads(out)["error"])
+    )
+    assert digests(diverged.prod_url) == before
+
+
+def test_a_plan_is_applied_once_not_again_after_its_rollback(diverged: Project) -> None:
+    path, _ = _saved_plan(diverged)
+    assert _apply(diverged, path)[0] == 0
+    assert diverged.invoke("rollback", "--yes").exit_code == 0
+    before = digests(diverged.prod_url)
+
+    code, out = _apply(diverged, path)
+
+    assert code == 3, out
+    assert "prod's history shows it applied already (history id 1)" in json.loads(out)["error"]
+    assert digests(diverged.prod_url) == before
+
+
+def test_a_sequence_that_moved_in_prod_makes_the_plan_stale(diverged: Project) -> None:
+    for url in (diverged.dev_url, diverged.prod_url):
+        execute(url, "CREATE TABLE counter (id serial PRIMARY KEY)")
+    path, _ = _saved_plan(diverged)
+    execute(diverged.prod_url, "SELECT nextval('counter_id_seq') FROM generate_series(1, 5)")
+
+    code, out = _apply(diverged, path)
+
+    assert code == 3, out
+    assert "sequence public.counter_id_seq moved in prod" in json.loads(out)["error"]
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["[" * 100_000 + "]" * 100_000, '{"plan_id": "x", "dev": {}, "tables": "abc"}', "[1, 2]"],
+    ids=["deeply-nested", "wrong-types", "not-an-object"],
+)
+def test_a_file_that_is_no_plan_is_one_line_exit_2(
+    diverged: Project, tmp_path: Path, content: str
+) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(content)
+    code, out = _apply(diverged, bad)
+    assert code == 2, out
+    assert json.loads(out)["error"] == f"cannot read the plan {bad}: " + (
+        "not a JSON plan" if content.startswith("[[") else "not a plan saved by dbtools"
+    )
+
+
+def test_a_fifo_is_no_plan(diverged: Project, tmp_path: Path) -> None:
+    fifo = tmp_path / "plan.json"
+    os.mkfifo(fifo)
+    code, out = _apply(diverged, fifo)
+    assert code == 2, out
+    assert json.loads(out)["error"] == f"cannot read the plan {fifo}: not a regular file"

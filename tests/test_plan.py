@@ -191,3 +191,27 @@ def test_float_keys_stay_valid_json(project: Project) -> None:
     assert result.exit_code == 0, result.output
     data = json.loads(result.output, parse_constant=lambda c: pytest.fail(f"non-JSON {c}"))
     assert _table(data, "public.f")["samples"]["inserted"] == [{"k": "Infinity"}, {"k": "NaN"}]
+
+
+def test_a_table_name_cannot_forge_lines_of_the_review(project: Project) -> None:
+    configure(project, "preserved_tables = ")
+    evil = "evil\n```\n</details>\n\n# All clear: 0 changes\n<!--"
+    quoted = '"' + evil.replace('"', '""') + '"'
+    for url in (project.dev_url, project.prod_url):
+        execute(url, f"CREATE TABLE {quoted} (id int PRIMARY KEY)")
+    execute(project.dev_url, f"INSERT INTO {quoted} VALUES (1)")
+
+    md = project.invoke("plan", "--markdown")
+    text = project.invoke("plan")
+
+    assert md.exit_code == 0 and text.exit_code == 0, md.output + text.output
+    assert "# All clear" not in [line.strip() for line in md.output.splitlines()]
+    lines = md.output.splitlines()
+    fence = next(line for line in lines if set(line) == {"`"})
+    assert len(fence) > 3  # longer than the name's run of three backticks
+    opened, closed = lines.index(fence), len(lines) - 1 - lines[::-1].index(fence)
+    outside = lines[:opened] + lines[closed + 1 :]
+    assert not any("<!--" in line or line.startswith("# ") for line in outside), outside
+    assert "| public.evil\\n\\`\\`\\`\\n&lt;/details&gt;" in md.output  # the cell, escaped
+    assert not any(line.startswith("# All clear") for line in text.output.splitlines())
+    assert "public.evil\\n```\\n</details>\\n\\n# All clear: 0 changes\\n<!--" in text.output

@@ -16,7 +16,15 @@ from dbtools.changes.model import (
     SnapshotRef,
     TableChanges,
 )
-from dbtools.changes.saved import SavedPlan, plan_id, read, save, stale_reasons
+from dbtools.changes.saved import (
+    PlannedTable,
+    SavedPlan,
+    mismatches,
+    plan_id,
+    read,
+    save,
+    stale_reasons,
+)
 
 __all__ = [
     "BY_KEY",
@@ -25,11 +33,13 @@ __all__ = [
     "REPLACED",
     "UNCHANGED",
     "ChangeSet",
+    "PlannedTable",
     "SavedPlan",
     "SnapshotRef",
     "TableChanges",
     "compare",
     "excluded_keys",
+    "mismatches",
     "plan_id",
     "plan_sync",
     "preserved_keys",

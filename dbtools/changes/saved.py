@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dbtools.changes.model import NEW_TABLE, PRESERVED, ChangeSet
+from dbtools.changes.model import NEW_TABLE, PRESERVED, UNCHANGED, ChangeSet
 from dbtools.config import Settings
 from dbtools.errors import ConfigError, SafetyError
 from dbtools.snapshot import format as fmt
@@ -48,43 +48,117 @@ def save(settings: Settings, changes: ChangeSet) -> Path:
 
 
 @dataclass
+class PlannedTable:
+    """One table of a saved plan, as apply needs it (validated on read)."""
+
+    table: str
+    mode: str
+    dev_content_hash: str
+    prod_content_hash: str
+    inserted: int
+    updated: int
+    deleted: int
+
+
+@dataclass
 class SavedPlan:
     path: Path
     plan_id: str
     dev_snapshot: Path
     dev_manifest_sha256: str
-    tables: list[dict[str, Any]]
+    tables: list[PlannedTable]
     tables_only_in_prod: list[str]
+    migrations_to_apply: list[str]
+    # sequence -> prod's value when the plan was computed, for those the plan moves
+    sequences_prod: dict[str, Any]
 
     def counts(self) -> dict[str, dict[str, int]]:
         """table -> inserted/updated/deleted, as the plan computed them."""
         return {
-            str(t["table"]): {k: int(t.get(k, 0)) for k in ("inserted", "updated", "deleted")}
+            t.table: {"inserted": t.inserted, "updated": t.updated, "deleted": t.deleted}
             for t in self.tables
         }
 
+    @property
+    def preserved(self) -> set[str]:
+        return {t.table for t in self.tables if t.mode == PRESERVED}
 
-def read(path: Path) -> SavedPlan:
-    """The saved plan at `path`; ConfigError (exit 2) if unreadable, SafetyError (exit 3) if
-    its content no longer matches its id."""
-    path = Path(path)
+
+MAX_PLAN_BYTES = 64 << 20  # a plan is a few KB per table: anything larger is not one
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError("not a string")
+    return value
+
+
+def _count(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise TypeError("not a count")
+    return value
+
+
+def _table(item: Any) -> PlannedTable:
+    if not isinstance(item, dict):
+        raise TypeError("not a table")
+    return PlannedTable(
+        table=_text(item["table"]),
+        mode=_text(item["mode"]),
+        dev_content_hash=_text(item.get("dev_content_hash", "")),
+        prod_content_hash=_text(item.get("prod_content_hash", "")),
+        inserted=_count(item.get("inserted", 0)),
+        updated=_count(item.get("updated", 0)),
+        deleted=_count(item.get("deleted", 0)),
+    )
+
+
+def _load(path: Path) -> Any:
+    if not path.is_file():  # a directory, a FIFO or a device is no plan (and may never end)
+        raise ConfigError(f"cannot read the plan {path}: not a regular file")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        if path.stat().st_size > MAX_PLAN_BYTES:
+            raise ConfigError(f"cannot read the plan {path}: larger than any plan dbtools writes")
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a JSON plan"
         raise ConfigError(f"cannot read the plan {path}: {why}") from None
+
+
+def read(path: Path) -> SavedPlan:
+    """The saved plan at `path`; ConfigError (exit 2) if it is not one, SafetyError (exit 3)
+    if its content no longer matches its id.
+
+    The id is a content hash, not a signature: it catches a plan changed by accident or by a
+    careless edit, not someone who can write the archive and recompute it. apply therefore
+    also checks the plan against its dev snapshot and prod (`mismatches`, `stale_reasons`).
+    """
+    path = Path(path)
+    data = _load(path)
     try:
-        ident = str(data.pop("plan_id"))
+        if not isinstance(data, dict):
+            raise TypeError("not an object")
+        ident = _text(data.pop("plan_id"))
         dev = data["dev"]
+        seqs = data.get("sequences", {})
+        if not isinstance(dev, dict) or not isinstance(seqs, dict):
+            raise TypeError("not an object")
+        tables = data["tables"]
+        if not isinstance(tables, list):
+            raise TypeError("not a list")
         saved = SavedPlan(
             path=path,
             plan_id=ident,
-            dev_snapshot=Path(str(dev["path"])),
-            dev_manifest_sha256=str(dev["manifest_sha256"]),
-            tables=list(data["tables"]),
-            tables_only_in_prod=[str(k) for k in data.get("tables_only_in_prod", [])],
+            dev_snapshot=Path(_text(dev["path"])),
+            dev_manifest_sha256=_text(dev["manifest_sha256"]),
+            tables=[_table(t) for t in tables],
+            tables_only_in_prod=[_text(k) for k in data.get("tables_only_in_prod", [])],
+            migrations_to_apply=[_text(m) for m in data.get("migrations_to_apply", [])],
+            sequences_prod={
+                _text(k): v["prod"] if isinstance(v, dict) else None for k, v in seqs.items()
+            },
         )
-    except (AttributeError, KeyError, TypeError, ValueError):
+    except (AttributeError, KeyError, TypeError, ValueError, RecursionError):
         raise ConfigError(f"cannot read the plan {path}: not a plan saved by dbtools") from None
     if _digest(data) != ident:
         raise SafetyError(
@@ -95,24 +169,66 @@ def read(path: Path) -> SavedPlan:
     return saved
 
 
-def stale_reasons(plan: SavedPlan, prod_now: fmt.Manifest) -> list[str]:
+def mismatches(plan: SavedPlan, dev: fmt.Manifest) -> list[str]:
+    """How the plan disagrees with the dev snapshot it pins ([] when it describes it): every
+    table the load replaces must be in the plan, with the content hash the snapshot holds."""
+    out: list[str] = []
+    planned = {t.table: t for t in plan.tables}
+    for key, entry in dev.tables.items():
+        t = planned.get(key)
+        if t is None:
+            out.append(f"{key} is in the snapshot but not in the plan")
+        elif t.mode != PRESERVED and t.dev_content_hash != entry.content_hash:
+            out.append(f"{key}: the plan's content hash is not the snapshot's")
+        elif t.mode == UNCHANGED and t.prod_content_hash != entry.content_hash:
+            out.append(f"{key}: marked unchanged but its two content hashes differ")
+    out += [
+        f"{key} is in the plan but not in the snapshot"
+        for key in planned.keys() - dev.tables.keys()
+    ]
+    return out
+
+
+def _sequence_values(manifest: fmt.Manifest, skip: set[str]) -> dict[str, Any]:
+    """sequence -> [last_value, is_called], leaving out those owned by `skip` tables."""
+    values: dict[str, Any] = {}
+    for key, entry in manifest.tables.items():
+        if key in skip:
+            continue
+        for seq in entry.sequences:
+            values[str(seq["name"])] = [seq.get("last_value"), seq.get("is_called")]
+    for seq in manifest.sequences:
+        values[str(seq["name"])] = [seq.get("last_value"), seq.get("is_called")]
+    return values
+
+
+def stale_reasons(plan: SavedPlan, prod_now: fmt.Manifest, dev: fmt.Manifest) -> list[str]:
     """How prod (a snapshot of it taken under the sync's locks) differs from what the plan
     compared it with; [] when the plan still describes exactly what applying it does."""
     reasons: list[str] = []
     for t in plan.tables:
-        key, mode = str(t["table"]), t.get("mode")
-        if mode == PRESERVED:
+        if t.mode == PRESERVED:
             continue  # prod keeps these rows whatever they are now
-        now = prod_now.tables.get(key)
-        if mode == NEW_TABLE:
+        now = prod_now.tables.get(t.table)
+        if t.mode == NEW_TABLE:
             if now is not None:
-                reasons.append(f"{key} now exists in prod")
+                reasons.append(f"{t.table} now exists in prod")
             continue
         if now is None:
-            reasons.append(f"{key} is no longer in prod")
-        elif now.content_hash != t.get("prod_content_hash"):
-            reasons.append(f"{key} changed in prod")
-    for key in sorted(set(prod_now.tables) - {str(t["table"]) for t in plan.tables}):
+            reasons.append(f"{t.table} is no longer in prod")
+        elif now.content_hash != t.prod_content_hash:
+            reasons.append(f"{t.table} changed in prod")
+    for key in sorted(set(prod_now.tables) - {t.table for t in plan.tables}):
         if key not in plan.tables_only_in_prod:
             reasons.append(f"{key} appeared in prod")
+    # Sequences: one the plan moves must still hold the value the plan saw; any other was
+    # equal on both sides then, so it must still hold dev's value (else the load's setval
+    # would hand out numbers prod has already used).
+    preserved = plan.preserved
+    dev_values = _sequence_values(dev, preserved)
+    prod_values = _sequence_values(prod_now, preserved)
+    for name, value in sorted(prod_values.items()):
+        expected = plan.sequences_prod.get(name, dev_values.get(name))
+        if name in dev_values and value != expected:
+            reasons.append(f"sequence {name} moved in prod")
     return reasons

@@ -4,6 +4,7 @@ what prod's own history recorded."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,16 @@ from dbtools.errors import ConfigError
 _KINDS = ("inserted", "updated", "deleted")
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in range(32)} | {10: "\\n", 13: "\\r", 9: "\\t"}
+
+
+def _name(text: str) -> str:
+    """A name from dev as one line: a newline in a table name cannot fake a line of output."""
+    return text.translate(_CONTROL)
+
+
 def _columns(t: changes.TableChanges) -> str:
-    return ", ".join(f"{c} ({n})" for c, n in sorted(t.changed_columns.items()))
+    return ", ".join(f"{_name(c)} ({n})" for c, n in sorted(t.changed_columns.items()))
 
 
 def _sample(key: dict[str, Any]) -> str:
@@ -33,6 +42,7 @@ def _header(cs: changes.ChangeSet, saved: Path | None) -> list[str]:
         lines.append(f"saved plan:    {saved}")
     if cs.migrations_to_apply:
         lines.append("migrations sync-schema would apply: " + ", ".join(cs.migrations_to_apply))
+        lines.append("  (apply needs the same schema on both: run sync-schema, then plan again)")
     if cs.migrations_only_in_prod:
         lines.append("migrations applied in prod only: " + ", ".join(cs.migrations_only_in_prod))
     return lines
@@ -46,19 +56,20 @@ def _details(cs: changes.ChangeSet) -> list[str]:
             if t.samples.get(kind):
                 more = getattr(t, kind) - len(t.samples[kind])
                 keys = ", ".join(_sample(k) for k in t.samples[kind])
-                out.append(f"  {t.table} {kind}: {keys}" + (f" (+{more} more)" if more else ""))
+                more_text = f" (+{more} more)" if more else ""
+                out.append(f"  {_name(t.table)} {kind}: {_name(keys)}{more_text}")
         if t.note:
-            out.append(f"  {t.table}: {t.note}")
+            out.append(f"  {_name(t.table)}: {_name(t.note)}")
     for name, move in cs.sequences.items():
-        out.append(f"  sequence {name}: {move['prod']} -> {move['dev']}")
+        out.append(f"  sequence {_name(name)}: {move['prod']} -> {move['dev']}")
     for key in cs.tables_only_in_prod:
-        out.append(f"  {key}: only in prod, not touched by the load")
+        out.append(f"  {_name(key)}: only in prod, not touched by the load")
     return out
 
 
 def render_text(cs: changes.ChangeSet, saved: Path | None = None) -> str:
     rows = [
-        [t.table, t.mode, t.inserted, t.updated, t.deleted, t.unchanged, _columns(t)]
+        [_name(t.table), t.mode, t.inserted, t.updated, t.deleted, t.unchanged, _columns(t)]
         for t in cs.tables
     ]
     header = ["table", "compared", "insert", "update", "delete", "same", "changed columns"]
@@ -76,7 +87,18 @@ def render_text(cs: changes.ChangeSet, saved: Path | None = None) -> str:
 
 
 def _md(text: object) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    """A table cell: names come from dev (any text), so nothing in one may end the cell, the
+    table or open HTML in the step summary."""
+    out = str(text)
+    for char, escaped in (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ("|", "\\|")):
+        out = out.replace(char, escaped)
+    return out.replace("`", "\\`").replace("\r", " ").replace("\n", " ")
+
+
+def _fence(lines: list[str]) -> str:
+    """A code fence longer than any run of backticks in the block, so none can close it."""
+    longest = max((len(run) for line in lines for run in re.findall("`+", line)), default=0)
+    return "`" * max(3, longest + 1)
 
 
 def render_markdown(cs: changes.ChangeSet, saved: Path | None = None) -> str:
@@ -93,12 +115,14 @@ def render_markdown(cs: changes.ChangeSet, saved: Path | None = None) -> str:
         "|---|---|---:|---:|---:|---:|---|",
     ]
     for t in cs.tables:
-        cells = [t.table, t.mode, t.inserted, t.updated, t.deleted, t.unchanged, _columns(t)]
+        cells = [_name(t.table), t.mode, t.inserted, t.updated, t.deleted, t.unchanged, _columns(t)]
         lines.append("| " + " | ".join(_md(c) for c in cells) + " |")
     details = _details(cs)
     if details:
-        lines += ["", "<details><summary>details</summary>", "", "```"]
-        lines += [d.strip() for d in details] + ["```", "", "</details>"]
+        block = [d.strip() for d in details]
+        fence = _fence(block)
+        lines += ["", "<details><summary>details</summary>", "", fence]
+        lines += [*block, fence, "", "</details>"]
     return "\n".join(lines)
 
 
@@ -169,7 +193,7 @@ def apply(opts: Options, plan_file: Path) -> None:
     saved = changes.read(plan_file)
     target = db.target(opts.settings, "prod").masked
     opts.confirm(f"apply plan {saved.plan_id[:12]} to prod {target}?")
-    result = sync.apply_plan(opts.settings, plan_file, progress=opts.progress)
+    result = sync.apply_plan(opts.settings, saved, progress=opts.progress)
     headline = f"apply: plan {saved.plan_id[:12]} applied to prod (one transaction, committed)"
     opts.emit({"plan_id": saved.plan_id, **result.as_dict()}, lambda: render_sync(result, headline))
 
