@@ -12,6 +12,9 @@ import stat
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
+
+from dbtools.cli import main
 
 from support.db import digests, execute
 from support.diverged import DEV_CHANGES, FILL, SCHEMA
@@ -101,12 +104,23 @@ def test_saved_plan_is_private_and_named_by_its_content(diverged: Project) -> No
     assert again["plan_id"] == plan["plan_id"]
 
 
-def test_a_snapshot_compared_with_itself_changes_nothing(diverged: Project) -> None:
+def test_swapped_snapshots_or_one_database_twice_are_refused(diverged: Project) -> None:
     plan = _plan(diverged)
-    dev = plan["dev"]["path"]
-    same = _plan(diverged, "--dev-snapshot", dev, "--prod-snapshot", dev)
-    assert same["totals"] == {"inserted": 0, "updated": 0, "deleted": 0}
-    assert {t["mode"] for t in same["tables"]} == {"unchanged", "preserved"}
+    dev, prod = plan["dev"]["path"], plan["prod"]["path"]
+    swapped = diverged.invoke("plan", "--dev-snapshot", prod, "--prod-snapshot", dev)
+    assert swapped.exit_code == 2
+    assert swapped.output.splitlines()[0] == (
+        f"error: the dev snapshot {prod} is a snapshot of prod, not of dev"
+    )
+    missing = diverged.invoke("plan", "--dev-snapshot", dev + "-x", "--prod-snapshot", prod)
+    assert missing.exit_code == 2
+    assert missing.output.splitlines()[0] == f"error: no dev snapshot at {dev}-x"
+
+    env = {**diverged.env, "DEV_DATABASE_URL": diverged.prod_url}
+    configure(diverged, f"dev_database = {diverged.prod_name}")
+    same = CliRunner().invoke(main, ["plan"], env=env)
+    assert same.exit_code == 3, same.output
+    assert "dev and prod are the same database" in same.output
 
 
 def test_half_given_or_tampered_inputs_get_one_line(diverged: Project) -> None:

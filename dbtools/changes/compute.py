@@ -21,16 +21,38 @@ from dbtools.changes.model import (
 from dbtools.changes.rows import TableSources, compare_table
 from dbtools.config import Settings
 from dbtools.db import Progress
-from dbtools.errors import ConfigError, VerificationFailed
+from dbtools.errors import ConfigError, SafetyError, VerificationFailed
 from dbtools.snapshot import format as fmt
 
 
 def _verified(directory: Path, role: str) -> fmt.Manifest:
+    if not directory.is_dir():
+        raise ConfigError(f"no {role} snapshot at {directory}")
     manifest, problems = fmt.verify_dir(directory)
     if manifest is None or problems:
         first = problems[0] if problems else "unreadable"
         raise VerificationFailed(f"the {role} snapshot {directory} does not verify: {first}")
+    if manifest.env != role:
+        raise ConfigError(
+            f"the {role} snapshot {directory} is a snapshot of {manifest.env}, not of {role}",
+            hint="give dev's snapshot as --dev-snapshot and prod's as --prod-snapshot",
+        )
     return manifest
+
+
+def _distinct(dev: fmt.Manifest, prod: fmt.Manifest) -> None:
+    """Two snapshots of one database compare equal and plan nothing: say what is wrong."""
+    a, b = dev.source, prod.source
+    if (
+        a
+        and b
+        and a.get("database_oid") == b.get("database_oid")
+        and (a.get("system_identifier") == b.get("system_identifier") is not None)
+    ):
+        raise SafetyError(
+            f"dev and prod are the same database ({b.get('database')!r}): there is nothing to plan",
+            hint="check DEV_DATABASE_URL and PROD_DATABASE_URL",
+        )
 
 
 def _ref(directory: Path, manifest: fmt.Manifest) -> SnapshotRef:
@@ -93,11 +115,13 @@ def compare(
         import duckdb
     except ImportError:  # a broken install: duckdb is a dependency of dbtools
         raise ConfigError("dbtools plan needs DuckDB", hint="pip install duckdb") from None
-    dev_dir, prod_dir = Path(dev_dir), Path(prod_dir)
+    # absolute, so that a saved plan works from any directory
+    dev_dir, prod_dir = Path(dev_dir).resolve(), Path(prod_dir).resolve()
     if verified:
         dev, prod = fmt.read_manifest(dev_dir), fmt.read_manifest(prod_dir)
     else:
         dev, prod = _verified(dev_dir, "dev"), _verified(prod_dir, "prod")
+    _distinct(dev, prod)
     _unmatched(dev, prod, preserved, excluded or set())
     con = duckdb.connect(":memory:")
     try:
