@@ -130,41 +130,17 @@ def compare(
         for key in sorted(dev.tables):
             d, p = dev.tables[key], prod.tables.get(key)
             if key in preserved:
-                tables.append(
-                    TableChanges(
-                        table=key,
-                        mode=PRESERVED,
-                        key=list(d.primary_key),
-                        dev_rows=d.rows,
-                        prod_rows=p.rows if p else 0,
-                        unchanged=p.rows if p else 0,
-                        note="prod keeps its rows; dev's are not copied",
-                    )
-                )
+                t = TableChanges.between(key, PRESERVED, d, p)
+                t.unchanged, t.note = t.prod_rows, "prod keeps its rows; dev's are not copied"
+                tables.append(t)
             elif p is None:
-                tables.append(
-                    TableChanges(
-                        table=key,
-                        mode=NEW_TABLE,
-                        key=list(d.primary_key),
-                        dev_rows=d.rows,
-                        inserted=d.rows,
-                        dev_content_hash=d.content_hash,
-                    )
-                )
+                t = TableChanges.between(key, NEW_TABLE, d, None)
+                t.inserted = d.rows
+                tables.append(t)
             elif d.content_hash == p.content_hash and d.columns == p.columns:
-                tables.append(
-                    TableChanges(
-                        table=key,
-                        mode=UNCHANGED,
-                        key=list(d.primary_key),
-                        dev_rows=d.rows,
-                        prod_rows=p.rows,
-                        unchanged=d.rows,
-                        dev_content_hash=d.content_hash,
-                        prod_content_hash=p.content_hash,
-                    )
-                )
+                t = TableChanges.between(key, UNCHANGED, d, p)
+                t.unchanged = d.rows
+                tables.append(t)
             else:
                 tables.append(compare_table(sources, key, d, p))
     except duckdb.Error as exc:

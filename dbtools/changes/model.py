@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from dbtools.snapshot import format as fmt
+
 # How a table's rows were compared.
 BY_KEY = "by-key"  # matched on the primary key: inserts, updates (which columns), deletes
 UNCHANGED = "unchanged"  # same content hash on both sides: nothing to compare
@@ -44,6 +46,21 @@ class TableChanges:
     @property
     def changes(self) -> int:
         return self.inserted + self.updated + self.deleted
+
+    @classmethod
+    def between(
+        cls, table: str, mode: str, dev: fmt.TableEntry, prod: fmt.TableEntry | None
+    ) -> TableChanges:
+        """The facts both snapshots give (key, row counts, content hashes); counts to fill."""
+        return cls(
+            table=table,
+            mode=mode,
+            key=list(dev.primary_key),
+            dev_rows=dev.rows,
+            prod_rows=prod.rows if prod else 0,
+            dev_content_hash=dev.content_hash,
+            prod_content_hash=prod.content_hash if prod else "",
+        )
 
 
 @dataclass

@@ -94,15 +94,7 @@ def compare_table(
     sources: TableSources, key: str, dev: fmt.TableEntry, prod: fmt.TableEntry
 ) -> TableChanges:
     """Inserted, updated (and which columns), deleted and unchanged rows of one table."""
-    out = TableChanges(
-        table=key,
-        mode=BY_KEY,
-        key=list(dev.primary_key),
-        dev_rows=dev.rows,
-        prod_rows=prod.rows,
-        dev_content_hash=dev.content_hash,
-        prod_content_hash=prod.content_hash,
-    )
+    out = TableChanges.between(key, BY_KEY, dev, prod)
     dev_shape, prod_shape = _shape(dev), _shape(prod)
     reason = _not_comparable(dev, prod, dev_shape, prod_shape)
     if reason:
