@@ -8,8 +8,26 @@ from dataclasses import dataclass, field
 from dbtools.db import qualified
 
 # Bookkeeping tables of yoyo and of dbtools itself: never data, never part of the fingerprint.
+# Migration history, never data: each database keeps its own, no snapshot carries it and the
+# schema fingerprint does not see it. yoyo's and dbtools' own, and those of the tools a
+# database was made with before it came to dbtools (Prisma, Alembic, Flyway, Rails and
+# golang-migrate, sqlx, Knex, Diesel): a sync must not overwrite prod's record of them.
 BOOKKEEPING_TABLES = frozenset(
-    {"_yoyo_migration", "_yoyo_log", "_yoyo_version", "yoyo_lock", "_dbtools_migration_checksum"}
+    {
+        "_yoyo_migration",
+        "_yoyo_log",
+        "_yoyo_version",
+        "yoyo_lock",
+        "_dbtools_migration_checksum",
+        "_prisma_migrations",
+        "alembic_version",
+        "flyway_schema_history",
+        "schema_migrations",
+        "_sqlx_migrations",
+        "knex_migrations",
+        "knex_migrations_lock",
+        "__diesel_schema_migrations",
+    }
 )
 
 
