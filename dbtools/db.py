@@ -23,6 +23,22 @@ Conn = psycopg2.extensions.connection
 # The progress callback the CLI passes down; library code never prints.
 Progress = Callable[[str], None] | None
 
+
+def say(progress: Progress, text: str) -> None:
+    """One progress line, when the caller asked for progress."""
+    if progress is not None:
+        progress(text)
+
+
+def execute(
+    conn: psycopg2.extensions.connection, sql: str, params: Any = None
+) -> list[tuple[Any, ...]]:
+    """Run one statement on conn; its rows, or [] for a statement that returns none."""
+    with conn.cursor() as cur:
+        cur.execute(sql, params)
+        return cur.fetchall() if cur.description else []
+
+
 # Session settings that make text output deterministic: the snapshot format depends on them.
 SESSION_SQL = (
     "SET TIME ZONE 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'postgres'; "

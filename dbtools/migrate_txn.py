@@ -21,7 +21,6 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import psycopg2
 import yoyo
@@ -71,11 +70,6 @@ def plan(migrations_dir: Path, ids: Sequence[str], direction: str) -> list[Migra
     return out
 
 
-def _exec(conn: Conn, sql: str, params: tuple[Any, ...] | None = None) -> None:
-    with conn.cursor() as cur:
-        cur.execute(sql, params)
-
-
 def ensure_bookkeeping(conn: Conn) -> None:
     """yoyo's tables, if this database never ran yoyo (same definitions as yoyo's v2 schema).
 
@@ -94,11 +88,11 @@ def ensure_bookkeeping(conn: Conn) -> None:
         "SELECT 2, now() AT TIME ZONE 'UTC' WHERE NOT EXISTS (SELECT 1 FROM _yoyo_version)",
         CREATE_CHECKSUM_TABLE,
     ):
-        _exec(conn, sql)
+        db.execute(conn, sql)
 
 
 def _log(conn: Conn, m: Migration, operation: str, now: datetime) -> None:
-    _exec(
+    db.execute(
         conn,
         "INSERT INTO _yoyo_log (id, migration_hash, migration_id, operation, username, "
         "hostname, created_at_utc) VALUES (%s, %s, %s, %s, %s, %s, %s)",
@@ -109,17 +103,17 @@ def _log(conn: Conn, m: Migration, operation: str, now: datetime) -> None:
 def _run_one(conn: Conn, m: Migration, direction: str) -> None:
     path = Path(m.path) if direction == "apply" else rollback_path(m)
     for statement in file_statements(path):
-        _exec(conn, statement)
+        db.execute(conn, statement)
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     _log(conn, m, direction, now)
     if direction == "apply":
-        _exec(
+        db.execute(
             conn,
             f"INSERT INTO {migrations.MIGRATION_TABLE} (migration_hash, migration_id, "
             "applied_at_utc) VALUES (%s, %s, %s)",
             (m.hash, m.id, now),
         )
-        _exec(
+        db.execute(
             conn,
             f"INSERT INTO {migrations.CHECKSUM_TABLE} (migration_id, sha256, operation) "
             "VALUES (%s, %s, 'apply') ON CONFLICT (migration_id) DO UPDATE "
@@ -127,12 +121,14 @@ def _run_one(conn: Conn, m: Migration, direction: str) -> None:
             (m.id, migrations.file_checksum(Path(m.path))),
         )
     else:
-        _exec(
+        db.execute(
             conn,
             f"DELETE FROM {migrations.MIGRATION_TABLE} WHERE migration_hash = %s",
             (m.hash,),
         )
-        _exec(conn, f"DELETE FROM {migrations.CHECKSUM_TABLE} WHERE migration_id = %s", (m.id,))
+        db.execute(
+            conn, f"DELETE FROM {migrations.CHECKSUM_TABLE} WHERE migration_id = %s", (m.id,)
+        )
 
 
 def run(conn: Conn, plan_: Sequence[Migration], direction: str, where: str) -> list[str]:

@@ -64,11 +64,6 @@ class SnapshotResult:
         }
 
 
-def _say(progress: Progress, text: str) -> None:
-    if progress is not None:
-        progress(text)
-
-
 def applied_migrations(conn: Conn) -> list[str]:
     """Applied migration ids, or [] where yoyo's table is absent."""
     try:
@@ -248,7 +243,7 @@ def _export_all(
                 )
                 with lock:
                     results[table.key] = result
-                _say(progress, f"exported {table.key}: {result.rows} rows")
+                db.say(progress, f"exported {table.key}: {result.rows} rows")
         except BaseException as exc:
             with lock:
                 errors.append(exc)
@@ -341,7 +336,7 @@ def _create(
         objects = catalog.schema_objects(conn, schemas)
         migrations = applied_migrations(conn)
         bookkeeping = _bookkeeping_present(conn, schemas)
-        _say(progress, f"snapshot of {env} ({t.masked}): {len(cat.tables)} tables")
+        db.say(progress, f"snapshot of {env} ({t.masked}): {len(cat.tables)} tables")
 
         temp = fmt.new_temp_dir(env_dir)
         exports = _export_all(t, settings, snapshot_id, cat.tables, temp, workers, progress)
@@ -398,7 +393,7 @@ def _create(
         with conn.cursor() as cur:
             cur.execute("COMMIT")
         notes = [] if cat.tables else [f"no tables in schemas {', '.join(schemas)}"]
-        _say(progress, f"snapshot written to {final}")
+        db.say(progress, f"snapshot written to {final}")
         return SnapshotResult(
             path=final,
             env=env,

@@ -9,11 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from dbtools import catalog, db
-from dbtools.db import Conn, Progress
+from dbtools.db import Conn, Progress, execute, say
 from dbtools.errors import VerificationFailed
 from dbtools.snapshot import format as fmt
 from dbtools.snapshot.preflight import LoadPlan
-from dbtools.snapshot.steps import execute, say
 
 
 def _setval(conn: Conn, seq: dict[str, Any]) -> None:

@@ -9,10 +9,9 @@ transaction: a rollback leaves the preserved tables as they were.
 from __future__ import annotations
 
 from dbtools import catalog
-from dbtools.db import Conn, quote_ident
+from dbtools.db import Conn, execute, quote_ident
 from dbtools.errors import VerificationFailed
 from dbtools.snapshot.preflight import LoadPlan
-from dbtools.snapshot.steps import execute
 
 
 def keep_aside(conn: Conn, plan: LoadPlan) -> dict[str, str]:

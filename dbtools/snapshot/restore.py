@@ -39,7 +39,7 @@ import psycopg2.extensions
 
 from dbtools import catalog, db, faults, permit, safety
 from dbtools.config import Settings
-from dbtools.db import Conn, Progress
+from dbtools.db import Conn, Progress, execute, say
 from dbtools.errors import (
     DbtoolsError,
     LockBusy,
@@ -50,7 +50,6 @@ from dbtools.errors import (
 from dbtools.snapshot import format as fmt
 from dbtools.snapshot import post_load, preserve, suspend
 from dbtools.snapshot.preflight import check_schema, plan_load
-from dbtools.snapshot.steps import execute, say
 
 
 @dataclass

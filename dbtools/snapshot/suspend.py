@@ -19,9 +19,8 @@ found (the fingerprint is compared again to prove it).
 from __future__ import annotations
 
 from dbtools import catalog, db
-from dbtools.db import Conn, quote_ident
+from dbtools.db import Conn, execute, quote_ident
 from dbtools.errors import VerificationFailed
-from dbtools.snapshot.steps import execute
 
 
 def _constraint_ref(fk: catalog.ForeignKey) -> tuple[str, str]:

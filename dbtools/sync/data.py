@@ -8,7 +8,7 @@ from typing import Any
 
 from dbtools import changes, checks
 from dbtools.config import Settings
-from dbtools.db import Conn, Progress
+from dbtools.db import Conn, Progress, say
 from dbtools.errors import (
     VerificationFailed,
 )
@@ -17,7 +17,7 @@ from dbtools.snapshot.create import create_snapshot
 from dbtools.sync.dryrun import preview
 from dbtools.sync.refusals import assert_schemas_match, sync_data_refusals
 from dbtools.sync.results import Preview, SyncResult, table_changes
-from dbtools.sync.session import Guard, guarded_prod_write, say
+from dbtools.sync.session import Guard, guarded_prod_write
 
 
 def load_dev_into_prod(

@@ -16,7 +16,7 @@ from dbtools import (
     migrations,
 )
 from dbtools.config import Settings, redact
-from dbtools.db import Conn
+from dbtools.db import Conn, execute
 from dbtools.errors import (
     DbtoolsError,
     LockBusy,
@@ -31,7 +31,7 @@ from dbtools.sync.refusals import (
     verify_step,
 )
 from dbtools.sync.results import Preview
-from dbtools.sync.session import exec_sql, open_dev
+from dbtools.sync.session import open_dev
 
 
 def preview(settings: Settings, command: str = "full-sync") -> Preview:
@@ -80,7 +80,7 @@ def _probe_locks(settings: Settings) -> None:
     conn = db.connect(db.target(settings, "prod"), purpose="lock", settings=settings)
     try:
         key = db._lock_key("sync")
-        held = exec_sql(
+        held = execute(
             conn,
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
             "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "

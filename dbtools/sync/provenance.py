@@ -10,13 +10,12 @@ from dbtools import (
     history,
 )
 from dbtools.config import Settings
-from dbtools.db import Conn
+from dbtools.db import Conn, execute
 from dbtools.errors import (
     SafetyError,
 )
 from dbtools.snapshot import format as fmt
 from dbtools.sync.results import BackupResult
-from dbtools.sync.session import exec_sql
 
 
 def source_problem(path: Path, manifest: fmt.Manifest, prod: Conn, ident: db.Identity) -> str:
@@ -73,7 +72,7 @@ def assert_backup_covers(conn: Conn, made: BackupResult, manifest: fmt.Manifest,
     excluded = set(held.excluded_tables)
     live = {
         str(r[0])
-        for r in exec_sql(
+        for r in execute(
             conn,
             "SELECT n.nspname || '.' || c.relname FROM pg_class c "
             "JOIN pg_namespace n ON n.oid = c.relnamespace "

@@ -23,7 +23,7 @@ from dbtools import (
 )
 from dbtools import side as side_mod
 from dbtools.config import Settings
-from dbtools.db import Conn, Progress
+from dbtools.db import Conn, Progress, execute, say
 from dbtools.errors import (
     DbtoolsError,
     LockBusy,
@@ -38,19 +38,7 @@ from dbtools.snapshot.create import create_snapshot
 from dbtools.sync.refusals import refuse_unloadable
 from dbtools.sync.results import BackupResult
 
-
-def say(progress: Progress, text: str) -> None:
-    if progress is not None:
-        progress(text)
-
-
 # --- the one way to write prod ---------------------------------------------------------------
-
-
-def exec_sql(conn: Conn, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
-    with conn.cursor() as cur:
-        cur.execute(sql, params)
-        return cur.fetchall() if cur.description else []
 
 
 @dataclass
@@ -117,7 +105,7 @@ class Guard:
             ) from None
         faults.pause("load.before_commit")
         with interrupt.deferred():  # a COMMIT and what we then say about it go together
-            exec_sql(self.conn, "COMMIT")
+            execute(self.conn, "COMMIT")
             self.history_id = row
             interrupt.set_outcome(
                 f"the {operation} was committed to prod (history #{row}); "
@@ -212,7 +200,7 @@ def guarded_prod_write(
                             f"prod was not changed: the {what} was rolled back as a whole"
                         ),
                     ):
-                        exec_sql(conn, "BEGIN")
+                        execute(conn, "BEGIN")
                         try:
                             migrations.clear_stale_lock(
                                 conn, f"prod database {prod_id.database}", "prod"
@@ -242,7 +230,7 @@ def guarded_prod_write(
                         finally:
                             if guard.history_id is None:
                                 with contextlib.suppress(psycopg2.Error):
-                                    exec_sql(conn, "ROLLBACK")
+                                    execute(conn, "ROLLBACK")
         finally:
             if sides is None:
                 conn.close()

@@ -14,7 +14,7 @@ from dbtools import (
 )
 from dbtools import side as side_mod
 from dbtools.config import Settings, redact
-from dbtools.db import Conn, Progress
+from dbtools.db import Conn, Progress, say
 from dbtools.errors import (
     ConfigError,
     DbtoolsError,
@@ -27,7 +27,7 @@ from dbtools.sync.data import load_dev_into_prod
 from dbtools.sync.dryrun import preview
 from dbtools.sync.refusals import full_sync_refusals, verify_step
 from dbtools.sync.results import FullSyncResult, Step
-from dbtools.sync.session import guarded_prod_write, say
+from dbtools.sync.session import guarded_prod_write
 
 STEPS = ("verify", "backup", "sync-schema", "sync-data", "check")
 

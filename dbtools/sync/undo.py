@@ -16,7 +16,7 @@ from dbtools import (
     migrations,
 )
 from dbtools.config import Settings
-from dbtools.db import Conn, Progress
+from dbtools.db import Conn, Progress, say
 from dbtools.errors import (
     SafetyError,
 )
@@ -25,7 +25,7 @@ from dbtools.snapshot import format as fmt
 from dbtools.sync.provenance import assert_backup_covers, assert_covered, source_problem
 from dbtools.sync.refusals import refuse_drift
 from dbtools.sync.results import ProdRestoreResult, table_changes
-from dbtools.sync.session import guarded_prod_write, say
+from dbtools.sync.session import guarded_prod_write
 
 
 def _recorded_backup(settings: Settings, entry: history.Entry) -> Path:
