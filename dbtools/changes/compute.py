@@ -64,18 +64,6 @@ def _ref(directory: Path, manifest: fmt.Manifest) -> SnapshotRef:
     )
 
 
-def _sequences(manifest: fmt.Manifest, skip: set[str]) -> dict[str, tuple[object, object]]:
-    out: dict[str, tuple[object, object]] = {}
-    for key, entry in manifest.tables.items():
-        if key in skip:
-            continue
-        for seq in entry.sequences:
-            out[str(seq["name"])] = (seq.get("last_value"), seq.get("is_called"))
-    for seq in manifest.sequences:
-        out[str(seq["name"])] = (seq.get("last_value"), seq.get("is_called"))
-    return out
-
-
 def _unmatched(
     dev: fmt.Manifest, prod: fmt.Manifest, preserved: set[str], excluded: set[str]
 ) -> None:
@@ -148,9 +136,9 @@ def compare(
         raise VerificationFailed(f"comparing the snapshots failed: {first}") from None
     finally:
         con.close()
-    dev_seqs, prod_seqs = _sequences(dev, preserved), _sequences(prod, preserved)
+    dev_seqs, prod_seqs = dev.sequence_values(preserved), prod.sequence_values(preserved)
     moved = {
-        name: {"prod": list(prod_seqs[name]) if name in prod_seqs else None, "dev": list(v)}
+        name: {"prod": prod_seqs.get(name), "dev": v}
         for name, v in sorted(dev_seqs.items())
         if prod_seqs.get(name) != v
     }

@@ -18,16 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from dbtools.changes.model import BY_KEY, REPLACED, SAMPLE_KEYS, TableChanges
+from dbtools.db import quote_ident
 from dbtools.snapshot import format as fmt
-from dbtools.snapshot.query import table_source
+from dbtools.snapshot.query import lock_down, table_source
 
 # The presence markers of the join (user columns are named c0, c1, ... there: no clash).
 _IN_DEV = "__dbtools_in_dev"
 _IN_PROD = "__dbtools_in_prod"
-
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _position(i: int) -> str:
@@ -77,13 +74,11 @@ class TableSources:
                 source = table_source(con, f"__dbtools_{side}_{n}", paths)
                 # DuckDB matches names case-insensitively ("v" and "V" are one column to
                 # it, the second read as "V_1"): the view names every column by position.
-                names = ", ".join(_ident(_position(i)) for i in range(len(entry.columns)))
+                names = ", ".join(quote_ident(_position(i)) for i in range(len(entry.columns)))
                 aliased = f"SELECT * FROM ({source}) AS s({names})" if names else source
-                con.execute(f"CREATE VIEW {_ident(view)} AS {aliased}")
+                con.execute(f"CREATE VIEW {quote_ident(view)} AS {aliased}")
                 self.views[(side, key)] = view
                 allowed += [str(p) for p in paths]
-        from dbtools.snapshot.query import lock_down
-
         lock_down(con, allowed)
 
     def view(self, side: str, key: str) -> str | None:
@@ -112,8 +107,8 @@ def compare_table(
             parts.append("columns only in prod: " + ", ".join(only_prod))
         out.note = "; ".join(parts) + " (compared on the columns both have)"
     # the views name columns by position (TableSources): each side's own positions
-    d_at = {c: _ident(_position(i)) for i, c in enumerate(dev_shape)}
-    p_at = {c: _ident(_position(i)) for i, c in enumerate(prod_shape)}
+    d_at = {c: quote_ident(_position(i)) for i, c in enumerate(dev_shape)}
+    p_at = {c: quote_ident(_position(i)) for i, c in enumerate(prod_shape)}
     dev_view, prod_view = sources.view("dev", key), sources.view("prod", key)
     if dev_view is None or prod_view is None:  # one side holds no rows at all
         out.inserted = dev.rows if prod_view is None else 0
@@ -123,11 +118,13 @@ def compare_table(
         at = d_at if dev_view else p_at
         if only:
             cols = [at[k] for k in out.key]
-            out.samples[kind] = _keys(sources.con, f"FROM {_ident(only)}", out.key, cols, "true")
+            out.samples[kind] = _keys(
+                sources.con, f"FROM {quote_ident(only)}", out.key, cols, "true"
+            )
         return out
     join = (
-        f"FROM (SELECT *, true AS {_IN_DEV} FROM {_ident(dev_view)}) d "
-        f"FULL OUTER JOIN (SELECT *, true AS {_IN_PROD} FROM {_ident(prod_view)}) p ON "
+        f"FROM (SELECT *, true AS {_IN_DEV} FROM {quote_ident(dev_view)}) d "
+        f"FULL OUTER JOIN (SELECT *, true AS {_IN_PROD} FROM {quote_ident(prod_view)}) p ON "
         + " AND ".join(f"d.{d_at[k]} = p.{p_at[k]}" for k in out.key)
     )
     differs = {c: f"d.{d_at[c]} IS DISTINCT FROM p.{p_at[c]}" for c in common}

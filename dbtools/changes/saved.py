@@ -189,19 +189,6 @@ def mismatches(plan: SavedPlan, dev: fmt.Manifest) -> list[str]:
     return out
 
 
-def _sequence_values(manifest: fmt.Manifest, skip: set[str]) -> dict[str, Any]:
-    """sequence -> [last_value, is_called], leaving out those owned by `skip` tables."""
-    values: dict[str, Any] = {}
-    for key, entry in manifest.tables.items():
-        if key in skip:
-            continue
-        for seq in entry.sequences:
-            values[str(seq["name"])] = [seq.get("last_value"), seq.get("is_called")]
-    for seq in manifest.sequences:
-        values[str(seq["name"])] = [seq.get("last_value"), seq.get("is_called")]
-    return values
-
-
 def stale_reasons(plan: SavedPlan, prod_now: fmt.Manifest, dev: fmt.Manifest) -> list[str]:
     """How prod (a snapshot of it taken under the sync's locks) differs from what the plan
     compared it with; [] when the plan still describes exactly what applying it does."""
@@ -225,8 +212,8 @@ def stale_reasons(plan: SavedPlan, prod_now: fmt.Manifest, dev: fmt.Manifest) ->
     # equal on both sides then, so it must still hold dev's value (else the load's setval
     # would hand out numbers prod has already used).
     preserved = plan.preserved
-    dev_values = _sequence_values(dev, preserved)
-    prod_values = _sequence_values(prod_now, preserved)
+    dev_values = dev.sequence_values(preserved)
+    prod_values = prod_now.sequence_values(preserved)
     for name, value in sorted(prod_values.items()):
         expected = plan.sequences_prod.get(name, dev_values.get(name))
         if name in dev_values and value != expected:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dbtools.db import quote_ident
 from dbtools.errors import ConfigError, VerificationFailed
 from dbtools.snapshot import format as fmt
 
@@ -26,10 +27,6 @@ class QueryResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {"columns": self.columns, "rows": self.rows, "truncated": self.truncated}
-
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _literal(text: str) -> str:
@@ -59,7 +56,7 @@ def table_source(con: Any, label: str, paths: list[Path]) -> str:
     names = [str(p) for p in paths]
     if any(c in p for p in names for c in "*?[{"):
         con.register(label, _arrow(paths))
-        return f"SELECT * FROM {_ident(label)}"
+        return f"SELECT * FROM {quote_ident(label)}"
     return f"SELECT * FROM read_parquet([{', '.join(map(_literal, names))}])"
 
 
@@ -87,14 +84,16 @@ def query_snapshot(path: Path, sql: str, *, limit: int | None = 1000) -> QueryRe
     try:
         schemas = {t.schema for t in manifest.tables.values()} - {"main"}
         for schema in sorted(schemas):
-            con.execute(f"CREATE SCHEMA IF NOT EXISTS {_ident(schema)}")
+            con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}")
         allowed: list[str] = []
         for n, (key, entry) in enumerate(manifest.tables.items()):
             source = table_source(con, f"__dbtools_{n}_{entry.name}", files[key])
             allowed += [str(p) for p in files[key]]
-            con.execute(f"CREATE VIEW {_ident(entry.name)} AS {source}")
+            con.execute(f"CREATE VIEW {quote_ident(entry.name)} AS {source}")
             if entry.schema != "main":
-                con.execute(f"CREATE VIEW {_ident(entry.schema)}.{_ident(entry.name)} AS {source}")
+                con.execute(
+                    f"CREATE VIEW {quote_ident(entry.schema)}.{quote_ident(entry.name)} AS {source}"
+                )
         lock_down(con, allowed)
         try:
             cur = con.execute(sql)

@@ -147,6 +147,15 @@ class Manifest:
     def bytes(self) -> int:
         return sum(t.bytes for t in self.tables.values())
 
+    def sequence_values(self, skip: set[str] | frozenset[str] = frozenset()) -> dict[str, Any]:
+        """sequence -> [last_value, is_called], those owned by a table and the free ones,
+        leaving out the sequences of the `skip` tables."""
+        out: dict[str, Any] = {}
+        owned = [s for key, e in self.tables.items() if key not in skip for s in e.sequences]
+        for seq in [*owned, *self.sequences]:
+            out[str(seq["name"])] = [seq.get("last_value"), seq.get("is_called")]
+        return out
+
     @property
     def migration_head(self) -> str | None:
         return self.migrations[-1] if self.migrations else None
