@@ -159,8 +159,13 @@ def plan_sync(settings: Settings, *, progress: Progress = None, workers: int = 2
 
     dev = create_snapshot(settings, "dev", progress=progress, workers=workers, reason="plan")
     prod = create_snapshot(settings, "prod", progress=progress, workers=workers, reason="plan")
+    # both were verified as they were written (create_snapshot): not read a second time
     return compare(
-        dev.path, prod.path, preserved=preserved_keys(settings), excluded=excluded_keys(settings)
+        dev.path,
+        prod.path,
+        preserved=preserved_keys(settings),
+        excluded=excluded_keys(settings),
+        verified=True,
     )
 
 
