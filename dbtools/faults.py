@@ -31,6 +31,7 @@ POINTS: dict[str, str] = {
     "snapshot.export": "a snapshot is exporting its tables (inside the first table's COPY)",
     "snapshot.publish": "a snapshot's files are written and verified, not yet renamed in place",
     "backup.done": "the verified backup exists; prod not written yet",
+    "apply.staged": "sync-data/apply staged dev's changed rows; prod's tables not locked yet",
     "migrate.before": "before a migration's transaction on the target",
     "migrate.before_commit": "a migration ran inside its transaction, not committed yet",
     "load.locked": "the load transaction holds its table locks; nothing cleared yet",

@@ -97,6 +97,7 @@ SCENARIOS: dict[str, Scenario] = {
     "snapshot.export": SYNC,
     "snapshot.publish": SYNC,
     "backup.done": SYNC,
+    "apply.staged": SYNC,
     "migrate.before": Scenario(_behind, ("migrate", "apply", "--target", "prod", "--yes")),
     "migrate.before_commit": Scenario(_behind, ("migrate", "apply", "--target", "prod", "--yes")),
     "load.locked": SYNC,

@@ -3,7 +3,7 @@
 The sync runs as a real process (`python -m dbtools sync-data --yes`). The test-only hook
 DBTOOLS_TEST_PAUSE=load.before_commit=600 holds it inside the load transaction after every table was
 cleared, loaded and checked, right before COMMIT: the worst moment to die. The test waits
-until the server shows that backend idle in its transaction holding the TRUNCATE lock on
+until the server shows that backend idle in its transaction holding its write lock on
 "User", then runs a second sync (refused) and kills the first with SIGKILL.
 """
 
@@ -28,7 +28,8 @@ DEADLINE = 120.0  # generous: only bounds a hang, never asserted as a duration
 
 
 def _backend_mid_load(prod_url: str) -> int | None:
-    """pid of a dbtools backend idle inside a transaction holding ACCESS EXCLUSIVE on User.
+    """pid of a dbtools backend idle inside a transaction holding its write lock on User
+    (EXCLUSIVE on the short path, ACCESS EXCLUSIVE when it loads in full).
 
     Asked on prod itself: pg_locks names relations by oid, which only prod's pg_class resolves.
     """
@@ -43,7 +44,8 @@ def _backend_mid_load(prod_url: str) -> int | None:
                 JOIN pg_class c ON c.oid = l.relation
                 WHERE a.datname = current_database() AND a.state = 'idle in transaction'
                   AND a.application_name = 'dbtools-prod'
-                  AND c.relname = 'User' AND l.mode = 'AccessExclusiveLock' AND l.granted
+                  AND c.relname = 'User' AND l.granted
+                  AND l.mode IN ('ExclusiveLock', 'AccessExclusiveLock')
                 """
             )
             row = cur.fetchone()

@@ -55,13 +55,30 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
+# With TableSources(positions=True), each row also carries where it is stored.
+FILE = "__dbtools_file"
+ROW = "__dbtools_row"
+
+
 class TableSources:
-    """The DuckDB views of both snapshots' tables, locked to exactly their files."""
+    """The DuckDB views of both snapshots' tables, locked to exactly their files.
+
+    positions=True adds each row's file and row number in it (FILE, ROW): what staging reads
+    back (changes.staging) to pick a table's changed rows out of the Parquet files.
+    """
 
     def __init__(
-        self, con: Any, dev_dir: Path, dev: fmt.Manifest, prod_dir: Path, prod: fmt.Manifest
+        self,
+        con: Any,
+        dev_dir: Path,
+        dev: fmt.Manifest,
+        prod_dir: Path,
+        prod: fmt.Manifest,
+        *,
+        positions: bool = False,
     ):
         self.con = con
+        self.positions = positions
         self.views: dict[tuple[str, str], str | None] = {}
         allowed: list[str] = []
         for side, directory, manifest in (("dev", dev_dir, dev), ("prod", prod_dir, prod)):
@@ -71,10 +88,18 @@ class TableSources:
                     self.views[(side, key)] = None
                     continue
                 view = f"{side}_{n}"
-                source = table_source(con, f"__dbtools_{side}_{n}", paths)
+                source = table_source(
+                    con,
+                    f"__dbtools_{side}_{n}",
+                    paths,
+                    positions=positions,
+                    columns=[str(c["name"]) for c in entry.columns],
+                )
                 # DuckDB matches names case-insensitively ("v" and "V" are one column to
                 # it, the second read as "V_1"): the view names every column by position.
-                names = ", ".join(quote_ident(_position(i)) for i in range(len(entry.columns)))
+                cols = [_position(i) for i in range(len(entry.columns))]
+                cols += [ROW, FILE] if positions else []
+                names = ", ".join(quote_ident(c) for c in cols)
                 aliased = f"SELECT * FROM ({source}) AS s({names})" if names else source
                 con.execute(f"CREATE VIEW {quote_ident(view)} AS {aliased}")
                 self.views[(side, key)] = view
@@ -122,19 +147,7 @@ def compare_table(
                 sources.con, f"FROM {quote_ident(only)}", out.key, cols, "true"
             )
         return out
-    join = (
-        f"FROM (SELECT *, true AS {_IN_DEV} FROM {quote_ident(dev_view)}) d "
-        f"FULL OUTER JOIN (SELECT *, true AS {_IN_PROD} FROM {quote_ident(prod_view)}) p ON "
-        + " AND ".join(f"d.{d_at[k]} = p.{p_at[k]}" for k in out.key)
-    )
-    differs = {c: f"d.{d_at[c]} IS DISTINCT FROM p.{p_at[c]}" for c in common}
-    kinds = {
-        "inserted": f"p.{_IN_PROD} IS NULL",
-        "deleted": f"d.{_IN_DEV} IS NULL",
-        "updated": f"d.{_IN_DEV} AND p.{_IN_PROD} AND ("
-        + (" OR ".join(differs.values()) or "false")
-        + ")",
-    }
+    join, kinds, differs = _join(dev_view, prod_view, out.key, common, d_at, p_at, dev_shape)
     selects = [f"count(*) FILTER (WHERE {cond})" for cond in kinds.values()]
     both = f"d.{_IN_DEV} AND p.{_IN_PROD}"
     selects += [f"count(*) FILTER (WHERE {both} AND {cond})" for cond in differs.values()]
@@ -146,6 +159,72 @@ def compare_table(
         if getattr(out, kind):
             cols = [f"p.{p_at[k]}" if kind == "deleted" else f"d.{d_at[k]}" for k in out.key]
             out.samples[kind] = _keys(sources.con, join, out.key, cols, cond)
+    return out
+
+
+def _join(
+    dev_view: str,
+    prod_view: str,
+    key: list[str],
+    common: list[str],
+    d_at: dict[str, str],
+    p_at: dict[str, str],
+    shape: dict[str, tuple[str, str]],
+) -> tuple[str, dict[str, str], dict[str, str]]:
+    """The FULL OUTER JOIN of the two sides on the key, the condition of each change kind,
+    and each compared column's "differs" condition."""
+    join = (
+        f"FROM (SELECT *, true AS {_IN_DEV} FROM {quote_ident(dev_view)}) d "
+        f"FULL OUTER JOIN (SELECT *, true AS {_IN_PROD} FROM {quote_ident(prod_view)}) p ON "
+        + " AND ".join(f"d.{d_at[k]} = p.{p_at[k]}" for k in key)
+    )
+    differs = {c: _differs(f"d.{d_at[c]}", f"p.{p_at[c]}", shape[c][0]) for c in common}
+    kinds = {
+        "inserted": f"p.{_IN_PROD} IS NULL",
+        "deleted": f"d.{_IN_DEV} IS NULL",
+        "updated": f"d.{_IN_DEV} AND p.{_IN_PROD} AND ("
+        + (" OR ".join(differs.values()) or "false")
+        + ")",
+    }
+    return join, kinds, differs
+
+
+def _differs(a: str, b: str, arrow_type: str) -> str:
+    """NULL-aware "a differs from b". Floats are compared by their spelling: -0.0 = 0.0 and
+    NaN = NaN to DuckDB, but PostgreSQL keeps them apart, and an apply that skipped such a
+    row would leave prod different from dev."""
+    if arrow_type in ("float", "double", "halffloat"):
+        return f"CAST({a} AS VARCHAR) IS DISTINCT FROM CAST({b} AS VARCHAR)"
+    return f"{a} IS DISTINCT FROM {b}"
+
+
+def changed_rows(
+    sources: TableSources, key: str, dev: fmt.TableEntry, prod: fmt.TableEntry
+) -> dict[str, list[tuple[str, int]]] | None:
+    """Where each inserted, updated (dev's files) and deleted (prod's files) row of a table is
+    stored: kind -> [(file, row number)], in file order; None when the rows cannot be matched
+    by key (the table is then replaced whole). Needs TableSources(positions=True)."""
+    assert sources.positions
+    dev_shape, prod_shape = _shape(dev), _shape(prod)
+    if _not_comparable(dev, prod, dev_shape, prod_shape) or set(dev_shape) != set(prod_shape):
+        return None
+    dev_view, prod_view = sources.view("dev", key), sources.view("prod", key)
+    if dev_view is None or prod_view is None:
+        return None
+    d_at = {c: quote_ident(_position(i)) for i, c in enumerate(dev_shape)}
+    p_at = {c: quote_ident(_position(i)) for i, c in enumerate(prod_shape)}
+    common = [c for c in dev_shape if c not in dev.primary_key]
+    join, kinds, _ = _join(
+        dev_view, prod_view, list(dev.primary_key), common, d_at, p_at, dev_shape
+    )
+    out: dict[str, list[tuple[str, int]]] = {}
+    for kind, cond in kinds.items():
+        side = "p" if kind == "deleted" else "d"
+        rows = sources.con.execute(
+            f"SELECT {side}.{quote_ident(FILE)}, {side}.{quote_ident(ROW)} {join} WHERE {cond} "
+            "ORDER BY 1, 2"
+        ).fetchall()
+        out[kind] = [(str(f), int(r)) for f, r in rows]
     return out
 
 

@@ -46,6 +46,9 @@ class SnapshotResult:
     verified: bool
     manifest: fmt.Manifest
     notes: list[str] = field(default_factory=list)
+    # The xmin of the snapshot it was read in: a row whose xmin does not precede it may be
+    # newer than the snapshot (sync.delta proves what it overwrites is not).
+    xmin: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -319,10 +322,12 @@ def _create(
         schemas = list(settings.schemas)
         with conn.cursor() as cur:
             cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            cur.execute("SELECT pg_export_snapshot(), now()")
+            cur.execute(
+                "SELECT pg_export_snapshot(), now(), txid_snapshot_xmin(txid_current_snapshot())"
+            )
             row = cur.fetchone()
             assert row is not None
-            snapshot_id = str(row[0])
+            snapshot_id, snapshot_xmin = str(row[0]), int(row[2])
         ident = db.identity(conn)
         created = fmt.utc_now()
         # ACCESS SHARE, as pg_dump takes: rows may change, DDL waits until we are done.
@@ -403,6 +408,7 @@ def _create(
             verified=True,
             manifest=manifest,
             notes=notes,
+            xmin=snapshot_xmin,
         )
     except psycopg2.Error as exc:
         interrupt.raise_if_received()

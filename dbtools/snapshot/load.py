@@ -174,16 +174,14 @@ def _batch_rows(group: pq.RowGroupMetaData) -> int:
 class _TextSource:
     """File-like object for copy_expert: COPY text blocks made by a thread, bounded in memory."""
 
-    def __init__(self, dest_dir: Path, files: list[str], names: list[str]) -> None:
+    def __init__(self, batches: Iterator[pa.RecordBatch]) -> None:
         self.rows = 0
         self.error: BaseException | None = None
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=_QUEUE_BLOCKS)
         self._stop = threading.Event()
         self._finished = False
         self._pending: memoryview | None = None
-        self._thread = threading.Thread(
-            target=self._produce, args=(dest_dir, files, names), daemon=True
-        )
+        self._thread = threading.Thread(target=self._produce, args=(batches,), daemon=True)
         self._thread.start()
 
     def _put(self, item: Any) -> bool:
@@ -195,9 +193,9 @@ class _TextSource:
                 continue
         return False
 
-    def _produce(self, dest_dir: Path, files: list[str], names: list[str]) -> None:
+    def _produce(self, batches: Iterator[pa.RecordBatch]) -> None:
         try:
-            for batch in _batches(dest_dir, files, names):
+            for batch in batches:
                 if not batch.num_rows:
                     continue
                 rows, block = batch.num_rows, _lead_rows(batch)
@@ -264,16 +262,28 @@ def load_table(
     same transaction. Any failure raises SnapshotError and leaves the transaction for the
     caller to roll back.
     """
-    dest_dir = Path(dest_dir)
     names = [str(c["name"]) for c in columns]
     _check_columns(table, names)
-    source = _TextSource(dest_dir, files, names)
+    sql = copy_in_sql(table, names, freeze=freeze)
+    return copy_batches(conn, sql, table.key, _batches(Path(dest_dir), files, names))
+
+
+def copy_batches(
+    conn: psycopg2.extensions.connection,
+    sql: str,
+    label: str,
+    batches: Iterator[pa.RecordBatch],
+) -> int:
+    """Stream record batches through `sql` (a COPY ... FROM STDIN whose columns are the
+    batches' columns, in order); return the rows sent, which the server must have stored.
+    `label` names the table in errors."""
+    source = _TextSource(batches)
     server_rows = -1
     try:
         # A signal cancels the COPY (the main thread may be inside libpq's send); the
         # interruption, not the failed COPY, is then what the caller hears.
         with interrupt.cancel_on_signal(conn), conn.cursor() as cur:
-            cur.copy_expert(copy_in_sql(table, names, freeze=freeze), source, size=_COPY_CHUNK)
+            cur.copy_expert(sql, source, size=_COPY_CHUNK)
             server_rows = cur.rowcount
     except SnapshotError:
         interrupt.raise_if_received()
@@ -281,23 +291,23 @@ def load_table(
     except psycopg2.Error as exc:
         interrupt.raise_if_received()
         if source.error is not None:
-            raise _as_snapshot_error(table, source.error) from None
-        raise SnapshotError(f"cannot load {table.key}: {describe_error(exc)}") from None
+            raise _as_snapshot_error(label, source.error) from None
+        raise SnapshotError(f"cannot load {label}: {describe_error(exc)}") from None
     except Exception as exc:
         interrupt.raise_if_received()
-        raise _as_snapshot_error(table, source.error or exc) from None
+        raise _as_snapshot_error(label, source.error or exc) from None
     finally:
         source.close()
     if source.error is not None:
-        raise _as_snapshot_error(table, source.error)
+        raise _as_snapshot_error(label, source.error)
     if server_rows >= 0 and server_rows != source.rows:
         raise SnapshotError(
-            f"cannot load {table.key}: sent {source.rows} rows but the server stored {server_rows}"
+            f"cannot load {label}: sent {source.rows} rows but the server stored {server_rows}"
         )
     return source.rows
 
 
-def _as_snapshot_error(table: catalog.Table, exc: BaseException) -> SnapshotError:
+def _as_snapshot_error(label: str, exc: BaseException) -> SnapshotError:
     if isinstance(exc, SnapshotError):
-        return SnapshotError(f"cannot load {table.key}: {exc.message}")
-    return SnapshotError(f"cannot load {table.key}: {exc}")
+        return SnapshotError(f"cannot load {label}: {exc.message}")
+    return SnapshotError(f"cannot load {label}: {exc}")

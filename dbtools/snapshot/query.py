@@ -10,6 +10,7 @@ those files (no other file, no COPY TO, no ATTACH, no extension) before the user
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,15 +30,25 @@ class QueryResult:
         return {"columns": self.columns, "rows": self.rows, "truncated": self.truncated}
 
 
+FILE_COLUMN = "__dbtools_file"
+
+
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _arrow(paths: list[Path]) -> Any:
+def _arrow(paths: list[Path], positions: bool = False) -> Any:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    parts = [pq.read_table(p) for p in paths]
+    parts = []
+    for p in paths:
+        part = pq.read_table(p)
+        if positions:  # what read_parquet's file_row_number and filename options add
+            at = part.num_columns
+            part = part.add_column(at, "__dbtools_row", pa.array(range(part.num_rows), pa.int64()))
+            part = part.add_column(at + 1, FILE_COLUMN, pa.array([str(p)] * part.num_rows))
+        parts.append(part)
     return pa.concat_tables(parts) if parts else pa.table({})
 
 
@@ -48,16 +59,23 @@ def _shown(value: Any) -> Any:
     return value
 
 
-def table_source(con: Any, label: str, paths: list[Path]) -> str:
-    """A SELECT over one table's checked Parquet files.
+def table_source(
+    con: Any, label: str, paths: list[Path], *, positions: bool = False, columns: Sequence[str] = ()
+) -> str:
+    """A SELECT over one table's checked Parquet files; with `positions`, each row's number in
+    its file and the file's path follow its columns (`columns`, the table's column names, must
+    then be given: read_parquet cannot add its row number beside a column of that name).
 
     A path holding a glob character would be expanded by DuckDB: those files are read with
     pyarrow and registered under `label` instead."""
     names = [str(p) for p in paths]
-    if any(c in p for p in names for c in "*?[{"):
-        con.register(label, _arrow(paths))
+    clash = positions and any(c.lower() in ("file_row_number", FILE_COLUMN) for c in columns)
+    if clash or any(c in p for p in names for c in "*?[{"):
+        table = _arrow(paths, positions)
+        con.register(label, table)
         return f"SELECT * FROM {quote_ident(label)}"
-    return f"SELECT * FROM read_parquet([{', '.join(map(_literal, names))}])"
+    options = f", file_row_number = true, filename = '{FILE_COLUMN}'" if positions else ""
+    return f"SELECT * FROM read_parquet([{', '.join(map(_literal, names))}]{options})"
 
 
 def lock_down(con: Any, allowed: list[str]) -> None:

@@ -104,7 +104,12 @@ def apply_plan(
 
     checks_to_run = checks.load_checks(settings)
     with guarded_prod_write(
-        settings, what="apply", progress=progress, precheck=precheck, transactional=True
+        settings,
+        what="apply",
+        progress=progress,
+        precheck=precheck,
+        transactional=True,
+        lock_at_start=False,
     ) as guard:
         result, load = load_dev_into_prod(
             guard,
@@ -114,4 +119,5 @@ def apply_plan(
             rows=saved.counts(),
         )
         guard.commit("apply", snapshot_loaded=dev_path, tables=load.tables, plan_id=saved.plan_id)
+        result.lock["seconds"] = guard.lock_seconds
         return result

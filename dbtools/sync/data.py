@@ -6,18 +6,79 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dbtools import changes, checks
+import psycopg2
+import psycopg2.errors
+
+from dbtools import catalog, changes, checks, db, faults, interrupt
 from dbtools.config import Settings
-from dbtools.db import Conn, Progress, say
-from dbtools.errors import (
-    VerificationFailed,
-)
+from dbtools.db import Conn, Progress, execute, say
+from dbtools.errors import VerificationFailed
+from dbtools.snapshot import format as fmt
 from dbtools.snapshot import restore
 from dbtools.snapshot.create import create_snapshot
+from dbtools.snapshot.preflight import plan_load
+from dbtools.sync import delta
 from dbtools.sync.dryrun import preview
 from dbtools.sync.refusals import assert_schemas_match, sync_data_refusals
-from dbtools.sync.results import Preview, SyncResult, table_changes
+from dbtools.sync.results import BackupResult, Preview, SyncResult, table_changes
 from dbtools.sync.session import Guard, guarded_prod_write
+from dbtools.sync.staging import stage_changes
+
+
+def _short_apply(
+    guard: Guard,
+    dev_path: Path,
+    made: BackupResult,
+    rows: dict[str, dict[str, int]] | None,
+) -> restore.LoadResult | str:
+    """Stage dev's changes while prod goes on, then write them under a short write lock
+    (sync.staging, sync.delta); a str says why the run must load in full instead (the lock
+    is then held)."""
+    settings, progress, conn = guard.settings, guard.progress, guard.conn
+    dev = fmt.read_manifest(dev_path)
+    backup = fmt.read_manifest(made.path)
+    if made.xmin is None:
+        guard.lock_writes()
+        return "the backup did not record its snapshot"
+    schemas = list(dev.schemas)
+    cat = catalog.read_catalog(conn, schemas, settings.excluded_tables, sequence_values=False)
+    plan = plan_load(cat, dev, settings.preserved_tables)
+    say(progress, f"{guard.what}: staging dev's changed rows (prod is not locked)")
+    staged = stage_changes(conn, plan, dev_path, dev, made.path, backup, progress)
+    if rows is not None and not isinstance(staged, str):
+        for st in staged.tables:
+            want = rows.get(st.table.key, {})
+            got = {k: st.counts.get(k, 0) for k in ("inserted", "updated", "deleted")}
+            if {k: want.get(k, 0) for k in got} != got:
+                raise VerificationFailed(
+                    f"{st.table.key}: the changes staged ({got}) are not the plan's ({want}); "
+                    "nothing was changed",
+                    hint="compute a new plan: dbtools plan --save",
+                )
+    faults.pause("apply.staged")
+    guard.lock_writes()
+    say(progress, f"{guard.what}: locked the tables against writes (reads go on)")
+    if isinstance(staged, str):
+        return staged
+    execute(conn, "SAVEPOINT dbtools_short_apply")
+    try:
+        out = delta.apply_locked(
+            conn, staged, plan, dev, backup, made.xmin, schemas, progress, guard.locked_at or 0.0
+        )
+    except (delta.Conflict, psycopg2.Error) as exc:
+        interrupt.raise_if_received()
+        if isinstance(exc, psycopg2.errors.LockNotAvailable):
+            raise
+        execute(conn, "ROLLBACK TO SAVEPOINT dbtools_short_apply")
+        return str(exc) if isinstance(exc, delta.Conflict) else db.describe_error(exc)
+    execute(conn, "RELEASE SAVEPOINT dbtools_short_apply")
+    return restore.LoadResult(
+        snapshot=dev_path,
+        tables=out.tables,
+        sequences=out.sequences,
+        refreshed=out.refreshed,
+        suspended_triggers=out.suspended_triggers,
+    )
 
 
 def load_dev_into_prod(
@@ -32,8 +93,12 @@ def load_dev_into_prod(
     before the guard, so that a bad checks file costs neither a lock nor a backup).
 
     `dev_snapshot`: load this snapshot instead of taking one (`dbtools apply` loads the one
-    its plan was computed from). `after_backup(path)` runs once prod's backup is taken, under
-    the locks the load keeps: what it sees of prod is what the load replaces.
+    its plan was computed from). `after_backup(path)` runs once prod's backup is taken: what
+    it sees of prod is what the load replaces.
+
+    A guard opened without locks (lock_at_start=False) takes the short path: changes staged
+    while prod goes on, written under a short write lock (_short_apply); when that cannot be
+    proven safe, the run takes a fresh backup under the lock and loads in full.
 
     Each table's inserted/updated/deleted rows (`rows`, from a plan, or else the two
     snapshots compared by primary key) go into the result and prod's history row.
@@ -64,16 +129,30 @@ def load_dev_into_prod(
                 hint=f"fix the data in dev, then rerun; backup taken: {made.path}",
             )
 
-    load = restore.load_snapshot(
-        guard.conn,
-        dev_path,
-        settings=settings,
-        preserved=settings.preserved_tables,
-        before_commit=before_commit,
-        progress=progress,
-        in_transaction=True,
-    )
-    if rows is None:
+    lock: dict[str, Any] = {"mode": "full", "reason": "the tables were locked from the start"}
+    load: restore.LoadResult | str = "locked from the start"
+    if not guard.locked:
+        load = _short_apply(guard, dev_path, made, rows)
+        if isinstance(load, str):
+            lock["reason"] = load
+            say(progress, f"{guard.what}: {load}: loading in full after a fresh backup")
+            made = guard.renew_backup()  # under the lock: it holds what the load replaces
+            if after_backup is not None:
+                after_backup(made.path)
+        else:
+            lock = {"mode": "short"}
+            before_commit(guard.conn)
+    if isinstance(load, str):
+        load = restore.load_snapshot(
+            guard.conn,
+            dev_path,
+            settings=settings,
+            preserved=settings.preserved_tables,
+            before_commit=before_commit,
+            progress=progress,
+            in_transaction=True,
+        )
+    if rows is None and lock["mode"] == "full":
         say(progress, "sync-data: comparing dev's snapshot with prod's backup, row by row")
         rows = changes.compare(
             dev_path,
@@ -83,13 +162,14 @@ def load_dev_into_prod(
             verified=True,
         ).counts()
     for key, info in load.tables.items():
-        if not info.get("preserved"):
+        if not info.get("preserved") and rows is not None:
             info.update(rows.get(key, {}))
     result = SyncResult(
         backup=made,
         dev_snapshot=dev_path,
         tables=table_changes(load),
         checks=reports[-1] if reports else None,
+        lock=lock,
     )
     return result, load
 
@@ -112,8 +192,14 @@ def sync_data(
 
     checks_to_run = checks.load_checks(settings)
     with guarded_prod_write(
-        settings, what="sync-data", progress=progress, precheck=precheck, transactional=True
+        settings,
+        what="sync-data",
+        progress=progress,
+        precheck=precheck,
+        transactional=True,
+        lock_at_start=False,
     ) as guard:
         result, load = load_dev_into_prod(guard, checks_to_run)
         guard.commit("sync-data", snapshot_loaded=result.dev_snapshot, tables=load.tables)
+        result.lock["seconds"] = guard.lock_seconds
         return result

@@ -27,6 +27,7 @@ class BackupResult:
     # before it was taken; and its manifest's own checksum, which prod's history records.
     source: dict[str, Any] = field(default_factory=dict)
     manifest_sha256: str | None = None
+    xmin: int | None = None  # of the snapshot it was read in (SnapshotResult.xmin)
 
     @classmethod
     def of(cls, snap: SnapshotResult, source: dict[str, Any] | None = None) -> BackupResult:
@@ -41,6 +42,7 @@ class BackupResult:
             verified=snap.verified,
             source=dict(source or {}),
             manifest_sha256=fmt.manifest_sha256(snap.path),
+            xmin=snap.xmin,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -111,6 +113,8 @@ class SyncResult:
     dev_snapshot: Path
     tables: list[TableChange]
     checks: checks.CheckReport | None
+    # How prod was held: {"mode": "short" | "full", "seconds": writes held, "reason": why full}
+    lock: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -121,6 +125,7 @@ class SyncResult:
             "dev_snapshot": str(self.dev_snapshot),
             "tables": [t.as_dict() for t in self.tables],
             "checks": self.checks.as_dict() if self.checks else None,
+            "lock": self.lock,
         }
 
 

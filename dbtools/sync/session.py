@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,33 @@ class Guard:
     transactional: bool = False  # the guard's transaction holds the tables (see below)
     _backup: BackupResult | None = None
     history_id: int | None = None
+    locked_at: float | None = None  # monotonic time the synced tables were locked
+    lock_seconds: float | None = None  # from the lock to the end of the COMMIT
+
+    @property
+    def locked(self) -> bool:
+        return self.locked_at is not None
+
+    def lock_writes(self) -> None:
+        """Lock every synced table IN EXCLUSIVE MODE in the guard's transaction (application
+        writes wait until the commit, reads go on); LockBusy after lock_timeout_seconds."""
+        if self.locked_at is not None:
+            return
+        restore.lock_tables(
+            self.conn,
+            list(self.settings.schemas),
+            self.settings.excluded_tables,
+            "EXCLUSIVE",
+            self.settings.lock_timeout_seconds,
+        )
+        self.locked_at = time.monotonic()
+
+    def renew_backup(self) -> BackupResult:
+        """A second backup, under the write lock: the first one no longer holds everything
+        the run will replace (the application wrote since)."""
+        assert self.locked
+        self._backup = None
+        return self.ensure_backup()
 
     def ensure_backup(self) -> BackupResult:
         """The fresh verified backup of this run, taken the first time anything will write."""
@@ -106,6 +134,8 @@ class Guard:
         faults.pause("load.before_commit")
         with interrupt.deferred():  # a COMMIT and what we then say about it go together
             execute(self.conn, "COMMIT")
+            if self.locked_at is not None:
+                self.lock_seconds = time.monotonic() - self.locked_at
             self.history_id = row
             interrupt.set_outcome(
                 f"the {operation} was committed to prod (history #{row}); "
@@ -140,6 +170,7 @@ def guarded_prod_write(
     precheck: Callable[[Conn, Conn | None], None] | None = None,
     need_dev: bool = True,
     transactional: bool = False,
+    lock_at_start: bool = True,
     sides: dict[str, Side] | None = None,
 ) -> Iterator[Guard]:
     """Every prod write runs inside this: safety rules, the sync lock, a fresh verified backup.
@@ -205,13 +236,19 @@ def guarded_prod_write(
                             migrations.clear_stale_lock(
                                 conn, f"prod database {prod_id.database}", "prod"
                             )
-                            restore.lock_tables(
-                                conn,
-                                list(settings.schemas),
-                                settings.excluded_tables,
-                                "EXCLUSIVE",
-                                settings.lock_timeout_seconds,
-                            )
+                            if lock_at_start:
+                                guard.lock_writes()
+                            else:
+                                # A busy table refuses the run now, before any backup: the
+                                # write lock is taken once and let go at once (a savepoint).
+                                execute(conn, "SAVEPOINT dbtools_probe")
+                                guard.lock_writes()
+                                execute(conn, "ROLLBACK TO SAVEPOINT dbtools_probe")
+                                guard.locked_at = None
+                                # (the rollback undid SET LOCAL too) catalog reads must not
+                                # queue behind another session's lock for ever
+                                timeout = max(1, int(settings.lock_timeout_seconds * 1000))
+                                execute(conn, f"SET LOCAL lock_timeout = '{timeout}ms'")
                             if precheck is not None:
                                 precheck(conn, dev_conn)
                             faults.pause("guard.locked")

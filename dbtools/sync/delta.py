@@ -1,0 +1,308 @@
+"""The short-lock apply: dev's staged changes (sync.staging) written into prod under a lock
+that stops writes only for the time the changes take, never reads.
+
+Before this runs, prod's backup was taken while the application went on reading and writing,
+and the changed rows were staged. Then, in the guard's one transaction:
+
+1. every synced table is locked IN EXCLUSIVE MODE (writes wait, reads go on: they see the old
+   rows until the commit), within lock_timeout_seconds;
+2. the schema is still the snapshots' (fingerprint);
+3. no row the apply overwrites or deletes changed since the backup: each such row exists and
+   was written before the backup's snapshot began (its xmin precedes the snapshot's xmin; a
+   row a still-running transaction wrote counts as changed, conservatively), no row the apply
+   inserts exists already, a table replaced whole is unchanged altogether (same row count,
+   no row newer than the backup), and no sequence the apply sets moved. So the backup holds
+   every row value the apply destroys, and `rollback` can bring it back. Rows the application
+   wrote meanwhile that the apply does not touch are kept, exactly as if they had been
+   written just after the commit;
+4. user triggers are held off; inserts and updates go in foreign-key order, then deletes in
+   reverse order (one retry with deletes first, for a unique value that moves from a deleted
+   row to a new one); each statement must touch exactly the staged number of rows, and a
+   delete that would cascade into rows the apply does not own is refused;
+5. every touched row is compared with its staged value (text forms, column by column), the
+   deleted keys are gone, the sequences are set, materialized views refreshed.
+
+Any doubt raises Conflict: the caller rolls the apply back to its savepoint, keeps the lock,
+and loads in full after a fresh backup (the long path). A database error rolls back the whole
+run as before.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg2
+import psycopg2.errors
+
+from dbtools import db, faults
+from dbtools.db import Conn, Progress, execute, quote_ident, say
+from dbtools.snapshot import format as fmt
+from dbtools.snapshot import post_load, suspend
+from dbtools.snapshot.preflight import LoadPlan, check_schema
+from dbtools.sync.staging import BY_KEY, REPLACE, StagedTable, Staging
+
+_WRAP = 1 << 32
+_HALF = (1 << 31) - 1
+
+
+class Conflict(Exception):
+    """The short path cannot prove the apply safe: load in full after a fresh backup."""
+
+
+@dataclass
+class DeltaResult:
+    tables: dict[str, dict[str, Any]]  # key -> rows_before, rows_after, preserved, counts
+    sequences: int
+    refreshed: list[str]
+    suspended_triggers: list[str]
+    seconds: float  # from the lock to the end of the writes
+
+
+def newer_than(alias: str, snapshot_xmin: int) -> str:
+    """SQL: the row `alias` was written by a transaction the backup's snapshot may not have
+    seen (its xmin does not precede the snapshot's xmin, compared modulo 2**32 as PostgreSQL
+    compares xids; the special xids 0-2 are older than everything)."""
+    smin = snapshot_xmin % _WRAP
+    x = f"{alias}.xmin::text::bigint"
+    return f"NOT ({x} < 3 OR (({smin} - {x} + {_WRAP}) % {_WRAP}) BETWEEN 1 AND {_HALF})"
+
+
+def _on_key(st: StagedTable, a: str, b: str) -> str:
+    return " AND ".join(f"{a}.{quote_ident(k)} = {b}.{quote_ident(k)}" for k in st.key)
+
+
+def _one(conn: Conn, sql: str) -> tuple[Any, ...]:
+    rows = execute(conn, sql)
+    return tuple(rows[0])
+
+
+def _prove_untouched(conn: Conn, st: StagedTable, xmin: int) -> None:
+    t = st.table
+    if st.mode == REPLACE:
+        rows, newer = _one(
+            conn,
+            f"SELECT count(*), count(*) FILTER (WHERE {newer_than('t', xmin)}) FROM {t.only} t",
+        )
+        if rows != st.prod_rows or newer:
+            raise Conflict(f"{t.key} was written since the backup")
+        return
+    for kind in ("updated", "deleted"):
+        stage = st.stages.get(kind)
+        if stage is None:
+            continue
+        rows, newer = _one(
+            conn,
+            f"SELECT count(*), count(*) FILTER (WHERE {newer_than('t', xmin)}) "
+            f"FROM {t.only} t JOIN {stage} s ON {_on_key(st, 't', 's')}",
+        )
+        if rows != st.counts[kind] or newer:
+            raise Conflict(f"rows of {t.key} that the apply {kind[:-1]}s changed since the backup")
+    stage = st.stages.get("inserted")
+    if stage is not None:
+        (rows,) = _one(
+            conn, f"SELECT count(*) FROM {t.only} t JOIN {stage} s ON {_on_key(st, 't', 's')}"
+        )
+        if rows:
+            raise Conflict(f"{rows} keys of {t.key} that the apply inserts exist already")
+
+
+def _sequences(
+    conn: Conn, plan: LoadPlan, dev: fmt.Manifest, backup: fmt.Manifest
+) -> list[tuple[str, list[Any]]]:
+    """The sequences whose value the apply sets (dev's differs from the backup's), refused
+    when prod's moved since the backup: setting dev's value could hand out ids again."""
+    skip = set(plan.keep)
+    dev_v, old_v = dev.sequence_values(skip), backup.sequence_values(skip)
+    out = []
+    for name, value in sorted(dev_v.items()):
+        if value == old_v.get(name) or value[0] is None:
+            continue
+        schema, _, seq = name.partition(".")
+        now = list(_one(conn, f"SELECT last_value, is_called FROM {db.qualified(schema, seq)}"))
+        if now != old_v.get(name):
+            raise Conflict(f"sequence {name} moved since the backup")
+        out.append((name, value))
+    return out
+
+
+def _write(conn: Conn, st: StagedTable, kind: str) -> None:
+    t, stage = st.table, st.stages.get(kind)
+    cols = [quote_ident(c) for c in st.columns]
+    if kind == "deleted":
+        if st.mode == REPLACE:
+            sql = f"DELETE FROM {t.only}"
+        elif stage is None:
+            return
+        else:
+            sql = f"DELETE FROM {t.only} t USING {stage} s WHERE {_on_key(st, 't', 's')}"
+    elif stage is None:
+        return
+    elif kind == "inserted":
+        identity = any(c.identity == "a" for c in t.columns)
+        sql = (
+            f"INSERT INTO {t.qualified} ({', '.join(cols)})"
+            + (" OVERRIDING SYSTEM VALUE" if identity else "")
+            + f" SELECT {', '.join(cols)} FROM {stage}"
+        )
+    else:
+        sets = [f"{c} = s.{c}" for c, n in zip(cols, st.columns, strict=True) if n not in st.key]
+        if not sets:
+            return
+        sql = (
+            f"UPDATE {t.only} t SET {', '.join(sets)} FROM {stage} s WHERE {_on_key(st, 't', 's')}"
+        )
+    with conn.cursor() as cur:
+        cur.execute(sql)
+        done = cur.rowcount
+    if done != st.counts.get(kind, 0):
+        raise Conflict(f"{t.key}: {done} rows {kind}, {st.counts.get(kind, 0)} staged")
+
+
+def _no_cascade(conn: Conn, st: StagedTable, plan: LoadPlan) -> None:
+    """Deleting these rows must not reach rows the apply does not own (ON DELETE CASCADE, SET
+    NULL, SET DEFAULT): every row still referring to one is the application's own."""
+    stage = st.stages.get("deleted")
+    if stage is None and st.mode != REPLACE:
+        return  # nothing deleted
+    for fk in plan.foreign_keys:
+        if fk.ref_table != st.table.key or fk.on_delete in ("NO ACTION", "RESTRICT"):
+            continue
+        schema, _, name = fk.table.partition(".")
+        source = stage if stage is not None else f"{st.table.only}"
+        on = " AND ".join(
+            f"c.{quote_ident(a)} = s.{quote_ident(b)}"
+            for a, b in zip(fk.columns, fk.ref_columns, strict=True)
+        )
+        (rows,) = _one(
+            conn, f"SELECT count(*) FROM {db.qualified(schema, name)} c JOIN {source} s ON {on}"
+        )
+        if rows:
+            raise Conflict(
+                f"deleting from {st.table.key} would {fk.on_delete} into {rows} rows of {fk.table}"
+            )
+
+
+def _writes(conn: Conn, staging: Staging, plan: LoadPlan, deletes_first: bool) -> None:
+    order = staging.tables
+    # a table replaced whole is emptied before anything goes in (its new rows are all dev's)
+    emptied = [("deleted", st) for st in reversed(order) if st.mode == REPLACE]
+    deletes = [("deleted", st) for st in reversed(order) if st.mode != REPLACE]
+    writes = [(k, st) for k in ("inserted", "updated") for st in order]
+    steps = [*deletes, *writes] if deletes_first else [*writes, *deletes]
+    for kind, st in [*emptied, *steps]:
+        if kind == "deleted":
+            _no_cascade(conn, st, plan)
+        _write(conn, st, kind)
+
+
+def _verify(conn: Conn, st: StagedTable, dev: fmt.Manifest) -> None:
+    t = st.table
+    if st.mode == REPLACE:
+        from dbtools.snapshot import hashing
+
+        entry = dev.tables[t.key]
+        (rows,) = _one(conn, f"SELECT count(*) FROM {t.only}")
+        got = hashing.content_hash(conn, t, st.columns)
+        if rows != entry.rows or got != entry.content_hash:
+            raise Conflict(f"{t.key} does not match the dev snapshot after the apply")
+        return
+    differs = " OR ".join(
+        f"t.{quote_ident(c)}::text IS DISTINCT FROM s.{quote_ident(c)}::text" for c in st.columns
+    )
+    for kind in ("inserted", "updated"):
+        stage = st.stages.get(kind)
+        if stage is None:
+            continue
+        rows, wrong = _one(
+            conn,
+            f"SELECT count(*), count(*) FILTER (WHERE {differs}) "
+            f"FROM {t.only} t JOIN {stage} s ON {_on_key(st, 't', 's')}",
+        )
+        if rows != st.counts[kind] or wrong:
+            raise Conflict(f"{t.key}: {wrong} {kind} rows differ from dev's after the apply")
+    stage = st.stages.get("deleted")
+    if stage is not None:
+        (rows,) = _one(
+            conn, f"SELECT count(*) FROM {t.only} t JOIN {stage} s ON {_on_key(st, 't', 's')}"
+        )
+        if rows:
+            raise Conflict(f"{t.key}: {rows} deleted rows are still there")
+
+
+def apply_locked(
+    conn: Conn,
+    staging: Staging,
+    plan: LoadPlan,
+    dev: fmt.Manifest,
+    backup: fmt.Manifest,
+    backup_xmin: int,
+    schemas: list[str],
+    progress: Progress,
+    locked_at: float,
+) -> DeltaResult:
+    """Steps 2-5 of the module doc, on the guard's connection whose tables are locked."""
+    check_schema(conn, dev, schemas, "before the apply")
+    for st in staging.tables:
+        _prove_untouched(conn, st, backup_xmin)
+    sequences = _sequences(conn, plan, dev, backup)
+    say(progress, "no row the apply changes was written since the backup")
+    tables = [st.table for st in staging.tables]
+    triggers = suspend.suspend_triggers(conn, tables)
+    execute(conn, "SAVEPOINT dbtools_delta_order")
+    try:
+        _writes(conn, staging, plan, deletes_first=False)
+    except psycopg2.errors.IntegrityError:
+        execute(conn, "ROLLBACK TO SAVEPOINT dbtools_delta_order")
+        try:
+            _writes(conn, staging, plan, deletes_first=True)
+        except psycopg2.errors.IntegrityError as exc:
+            raise Conflict(
+                f"the changes conflict with a constraint ({db.describe_error(exc)})"
+            ) from None
+    execute(conn, "RELEASE SAVEPOINT dbtools_delta_order")
+    faults.pause("load.table")
+    suspend.resume_triggers(conn, tables, triggers)
+    for st in staging.tables:
+        _verify(conn, st, dev)
+    for name, (last_value, is_called) in sequences:
+        schema, _, seq = name.partition(".")
+        execute(
+            conn,
+            "SELECT setval(%s::regclass, %s, %s)",
+            (db.qualified(schema, seq), int(last_value), bool(is_called)),
+        )
+    refreshed = post_load.refresh_matviews(conn, tables, progress)
+    check_schema(conn, dev, schemas, "after the apply")
+    out: dict[str, dict[str, Any]] = {}
+    for key in plan.order:
+        entry = backup.tables.get(key)
+        before = entry.rows if entry is not None else 0
+        out[key] = {
+            "rows_before": before,
+            "rows_after": before,
+            "preserved": key in plan.keep,
+            "inserted": 0,
+            "updated": 0,
+            "deleted": 0,
+        }
+    for st in staging.tables:
+        c = st.counts
+        info = out[st.table.key]
+        info.update(inserted=c.get("inserted", 0), updated=c.get("updated", 0))
+        info["deleted"] = c.get("deleted", 0)
+        info["rows_after"] = info["rows_before"] + info["inserted"] - info["deleted"]
+    for key in plan.keep:
+        for kind in ("inserted", "updated", "deleted"):
+            out[key].pop(kind, None)
+    return DeltaResult(
+        tables=out,
+        sequences=len(sequences),
+        refreshed=refreshed,
+        suspended_triggers=[f"{t.relation}.{t.name}" for t in triggers if t.enabled != "D"],
+        seconds=time.monotonic() - locked_at,
+    )
+
+
+__all__ = ["BY_KEY", "Conflict", "DeltaResult", "apply_locked", "newer_than"]

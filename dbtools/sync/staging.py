@@ -1,0 +1,175 @@
+"""Staging, the first half of a short-lock apply (sync.delta): dev's changed rows are brought
+into prod before any table is locked.
+
+The dev snapshot and prod's fresh backup are compared row by row by primary key (DuckDB over
+their Parquet files, as `dbtools plan` does); the rows each table inserts or updates (from
+dev's files) and deletes (from the backup's files) are picked out of the Parquet files by
+their position and COPYed into temporary tables on the guard's connection. Temporary tables
+live in the guard's transaction (ON COMMIT DROP) and die with its session: a killed run leaves
+nothing behind for the next run to clean up.
+
+A table whose rows cannot be matched by key (no primary key, a column stored differently on
+the two sides) is staged whole and replaced whole. Staging returns a reason instead when the
+short path cannot serve the run at all (e.g. a table the backup does not hold); the run then
+loads in full under the write lock, as before.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dbtools import catalog
+from dbtools.changes.rows import TableSources, changed_rows
+from dbtools.db import Conn, Progress, execute, quote_ident, say
+from dbtools.errors import SnapshotError
+from dbtools.snapshot import format as fmt
+from dbtools.snapshot import load
+from dbtools.snapshot.preflight import LoadPlan
+
+BY_KEY = "by_key"
+REPLACE = "replace"
+KINDS = ("inserted", "updated", "deleted")
+
+
+@dataclass
+class StagedTable:
+    table: catalog.Table
+    mode: str  # BY_KEY: rows matched by primary key; REPLACE: every row deleted, dev's inserted
+    columns: list[str]  # the copied columns (the manifest's), staged and written
+    stages: dict[str, str] = field(default_factory=dict)  # kind -> temp table (quoted)
+    counts: dict[str, int] = field(default_factory=dict)  # kind -> rows
+    prod_rows: int = 0  # rows in the backup
+
+    @property
+    def key(self) -> list[str]:
+        return list(self.table.primary_key)
+
+
+@dataclass
+class Staging:
+    tables: list[StagedTable]  # in load order: referenced tables first
+    unchanged: list[str]
+    rows: int  # rows staged
+
+
+def _picked(
+    directory: Path, files: list[str], names: list[str], wanted: dict[str, list[int]]
+) -> Iterator[pa.RecordBatch]:
+    """The rows at the wanted positions (file path -> sorted row numbers), only the row groups
+    that hold one are decoded."""
+    for rel in files:
+        path = directory / rel
+        rows = wanted.get(str(path))
+        if not rows:
+            continue
+        try:
+            pf = pq.ParquetFile(str(path), pre_buffer=False)
+            start = 0
+            for group in range(pf.metadata.num_row_groups):
+                end = start + pf.metadata.row_group(group).num_rows
+                lo, hi = bisect.bisect_left(rows, start), bisect.bisect_left(rows, end)
+                offset = start
+                start = end
+                if lo == hi:
+                    continue
+                for batch in pf.iter_batches(
+                    row_groups=[group], columns=names, use_threads=False, batch_size=65_536
+                ):
+                    b_end = offset + batch.num_rows
+                    a, b = bisect.bisect_left(rows, offset), bisect.bisect_left(rows, b_end)
+                    if a < b:
+                        yield batch.take(pa.array([r - offset for r in rows[a:b]], pa.int64()))
+                    offset = b_end
+        except (OSError, pa.ArrowException) as exc:
+            raise SnapshotError(f"snapshot file {rel} is not readable Parquet: {exc}") from None
+
+
+def _stage(
+    conn: Conn,
+    table: catalog.Table,
+    name: str,
+    columns: list[str],
+    batches: Iterator[pa.RecordBatch],
+) -> int:
+    """A temporary table shaped like `table` (generated columns become plain ones), filled."""
+    execute(conn, f"CREATE TEMP TABLE {name} (LIKE {table.qualified}) ON COMMIT DROP")
+    cols = ", ".join(quote_ident(c) for c in columns)
+    rows = load.copy_batches(conn, f"COPY {name} ({cols}) FROM STDIN", table.key, batches)
+    execute(conn, f"ANALYZE {name}")  # the apply joins it with the table: plan with its size
+    return rows
+
+
+def stage_changes(
+    conn: Conn,
+    plan: LoadPlan,
+    dev_dir: Path,
+    dev: fmt.Manifest,
+    prod_dir: Path,
+    prod: fmt.Manifest,
+    progress: Progress,
+) -> Staging | str:
+    """Stage every changed table of the load plan (module doc); a str says why the short
+    path cannot serve this run."""
+    import duckdb
+
+    staged: list[StagedTable] = []
+    unchanged: list[str] = []
+    total = 0
+    con = duckdb.connect(":memory:")
+    try:
+        sources = TableSources(con, dev_dir, dev, prod_dir, prod, positions=True)
+        for n, table in enumerate(plan.tables):
+            if table.key in plan.keep:
+                continue
+            d, p = dev.tables.get(table.key), prod.tables.get(table.key)
+            if d is None or p is None:
+                return f"{table.key} is not in both snapshots"
+            if d.content_hash == p.content_hash and d.columns == p.columns:
+                unchanged.append(table.key)
+                continue
+            if not table.columns:
+                return f"{table.key} has no columns"
+            columns = [str(c["name"]) for c in d.columns]
+            positions = changed_rows(sources, table.key, d, p) if table.primary_key else None
+            mode = BY_KEY if positions is not None else REPLACE
+            entry = StagedTable(table, mode, columns, prod_rows=p.rows)
+            for kind in KINDS:
+                if mode == REPLACE and kind != "inserted":
+                    continue
+                directory, man = (prod_dir, p) if kind == "deleted" else (dev_dir, d)
+                files = list(man.files)
+                if positions is None:  # replaced whole: every dev row
+                    batches = load._batches(directory, files, columns)
+                else:
+                    wanted: dict[str, list[int]] = {}
+                    for f, r in positions[kind]:
+                        wanted.setdefault(f, []).append(r)
+                    if not wanted:
+                        entry.counts[kind] = 0
+                        continue
+                    batches = _picked(directory, files, columns, wanted)
+                name = quote_ident(f"__dbtools_stage_{n}_{kind}")
+                entry.counts[kind] = _stage(conn, table, name, columns, batches)
+                entry.stages[kind] = name
+                total += entry.counts[kind]
+            if mode == REPLACE:
+                entry.counts["deleted"] = p.rows
+            staged.append(entry)
+            say(
+                progress,
+                f"staged {table.key}: "
+                + ", ".join(f"{entry.counts.get(k, 0)} {k}" for k in KINDS)
+                + (" (replaced whole: no key to match rows on)" if mode == REPLACE else ""),
+            )
+    except duckdb.Error as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return f"the snapshots could not be compared ({first})"
+    finally:
+        con.close()
+    return Staging(staged, unchanged, total)
