@@ -3,6 +3,10 @@
     python bench/run.py [--rows 1000000 [--rows 3000000]] [--only dbtools] [--no-write]
     (make bench; BENCH_ARGS="--rows 1000000 --rows 3000000" adds the 3M memory point)
 
+Then, unless --no-sync, the promotion case of bench/sync_bench.py (sync-data, plan + apply,
+a full reload and pg_dump + pg_restore while an application reads and writes prod) at the
+smallest --rows.
+
 Generates a mixed-type table on DBTOOLS_PG_URL's server, then times, each in its own
 subprocess so that its peak RSS can be read from wait4():
   dbtools export      export_table(): COPY csv -> Arrow -> zstd Parquet, plus the content hash
@@ -362,6 +366,9 @@ def main() -> None:
         help="larger --rows runs measure dbtools only (pandas at 3M needs ~8 GB)",
     )
     parser.add_argument("--no-write", action="store_true", help="do not write docs/BENCHMARKS.md")
+    parser.add_argument(
+        "--no-sync", action="store_true", help="skip the sync-data / plan+apply case (sync_bench)"
+    )
     parser.add_argument("--step", choices=sorted(STEPS), help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -376,6 +383,14 @@ def main() -> None:
     text = report(runs)
     print(machine())
     print(text)
+    if not args.no_sync:  # the promotion case, in the same run (bench/sync_bench.py)
+        import sync_bench
+
+        sync_rows = min(args.rows or [1_000_000])
+        sync_text = sync_bench.report(sync_rows, sync_bench.run(sync_rows))
+        print(sync_text)
+        if not args.no_write:
+            sync_bench.write(sync_text)
     if not args.no_write:
         target = REPO / "docs" / "BENCHMARKS.md"
         body = target.read_text() if target.exists() else ""

@@ -21,13 +21,18 @@ catalog reads only the configured schemas), so dev and prod still compare equal.
         tables          jsonb,           -- table -> {rows_before, rows_after, preserved}
                                          --   (+ inserted/updated/deleted from an applied plan)
         tool_version    text NOT NULL,
-        plan_id         text             -- apply: the id of the plan it applied
+        plan_id         text,            -- apply: the id of the plan it applied
+        lock            jsonb,           -- {"mode": short | full, "seconds": writes held
+                                         --   until this row, "reason": why full}
+        run_by          text             -- who ran it: GITHUB_ACTOR in Actions, else the OS user
     )
 """
 
 from __future__ import annotations
 
+import getpass
 import json
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,17 +53,29 @@ _CREATE = (
     "id bigserial PRIMARY KEY, operation text NOT NULL, "
     "committed_at timestamptz NOT NULL DEFAULT clock_timestamp(), "
     "backup_path text, backup_stamp text, backup_sha256 text, snapshot_loaded text, "
-    "undoes bigint, migrations jsonb, tables jsonb, tool_version text NOT NULL, plan_id text)",
+    "undoes bigint, migrations jsonb, tables jsonb, tool_version text NOT NULL, plan_id text, "
+    "lock jsonb, run_by text)",
 )
-# Added with `dbtools apply`: a table made by an older dbtools gains it, once. Run only when
-# the column is missing: ALTER TABLE checks ownership and takes ACCESS EXCLUSIVE even with IF
-# NOT EXISTS, so on every commit it would fail for a role that does not own the table and
-# wait behind any open reader of it.
-_ADD_PLAN_ID = f"ALTER TABLE {TABLE} ADD COLUMN plan_id text"
-_HAS_PLAN_ID = (
-    f"SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = '{TABLE}'::regclass "
-    "AND attname = 'plan_id' AND NOT attisdropped)"
+# Columns added after the table's first release: a table made by an older dbtools gains them,
+# once. Added only when missing: ALTER TABLE checks ownership and takes ACCESS EXCLUSIVE even
+# with IF NOT EXISTS, so on every commit it would fail for a role that does not own the table
+# and wait behind any open reader of it.
+_ADDED = {"plan_id": "text", "lock": "jsonb", "run_by": "text"}
+_PRESENT = (
+    f"SELECT coalesce(array_agg(attname::text), '{{}}') FROM pg_attribute "
+    f"WHERE attrelid = '{TABLE}'::regclass AND attname = ANY(%s) AND NOT attisdropped"
 )
+
+
+def _run_by() -> str:
+    """Who ran this write: the GitHub actor in Actions, else the OS user."""
+    actor = os.environ.get("GITHUB_ACTOR")
+    if actor:
+        return f"{actor} (GitHub Actions)"
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (some containers)
+        return f"uid {os.getuid()}"
 
 
 @dataclass
@@ -74,6 +91,8 @@ class Entry:
     migrations: list[str] = field(default_factory=list)
     tables: dict[str, Any] = field(default_factory=dict)
     plan_id: str | None = None
+    lock: dict[str, Any] = field(default_factory=dict)
+    run_by: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -94,9 +113,10 @@ def entries(conn: Conn) -> list[Entry]:
         cur.execute(
             f"SELECT id, operation, committed_at::text, backup_path, backup_stamp, "
             f"backup_sha256, snapshot_loaded, undoes, coalesce(migrations, '[]'::jsonb), "
-            # (to_jsonb: a table made by an older dbtools has no plan_id column, and this
-            # read-only path does not add it)
-            f"coalesce(tables, '{{}}'::jsonb), to_jsonb(h) ->> 'plan_id' "
+            # (to_jsonb: a table made by an older dbtools lacks the added columns, and this
+            # read-only path does not add them)
+            f"coalesce(tables, '{{}}'::jsonb), to_jsonb(h) ->> 'plan_id', "
+            f"to_jsonb(h) -> 'lock', to_jsonb(h) ->> 'run_by' "
             f"FROM {TABLE} h ORDER BY id DESC"
         )
         rows = cur.fetchall()
@@ -114,6 +134,8 @@ def entries(conn: Conn) -> list[Entry]:
             migrations=[str(m) for m in r[8]] if isinstance(r[8], list) else [],
             tables=r[9] if isinstance(r[9], dict) else {},
             plan_id=r[10],
+            lock=r[11] if isinstance(r[11], dict) else {},
+            run_by=r[12],
         )
         for r in rows
     ]
@@ -155,19 +177,23 @@ def record(
     migrations: Iterable[str] = (),
     tables: dict[str, Any] | None = None,
     plan_id: str | None = None,
+    lock: dict[str, Any] | None = None,
 ) -> int:
     """Insert the row of a write, inside the caller's open transaction (it commits with it)."""
     with conn.cursor() as cur:
         for sql in _CREATE:
             cur.execute(sql)
-        cur.execute(_HAS_PLAN_ID)
+        cur.execute(_PRESENT, (list(_ADDED),))
         row = cur.fetchone()
-        if not (row and row[0]):
-            cur.execute(_ADD_PLAN_ID)
+        present = set(row[0]) if row else set()
+        for column, kind in _ADDED.items():
+            if column not in present:
+                cur.execute(f"ALTER TABLE {TABLE} ADD COLUMN {column} {kind}")
         cur.execute(
             f"INSERT INTO {TABLE} (operation, backup_path, backup_stamp, backup_sha256, "
-            "snapshot_loaded, undoes, migrations, tables, tool_version, plan_id) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb, %s, %s) RETURNING id",
+            "snapshot_loaded, undoes, migrations, tables, tool_version, plan_id, lock, run_by) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb, %s, %s, %s::jsonb, %s) "
+            "RETURNING id",
             (
                 operation,
                 str(backup_path) if backup_path else None,
@@ -179,6 +205,8 @@ def record(
                 json.dumps(tables or {}),
                 __version__,
                 plan_id,
+                json.dumps(lock) if lock else None,
+                _run_by(),
             ),
         )
         row = cur.fetchone()

@@ -183,3 +183,17 @@ def test_the_marketplace_sync_takes_the_short_path(project: Project) -> None:
         name = key.partition(".")[2]
         if key.startswith("public.") and key not in preserved and not name.startswith("_"):
             assert prod[key] == dev[key], key
+
+
+def test_prods_history_records_how_long_writes_were_held_and_who_ran_it(
+    diverged: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GITHUB_ACTOR", "octo-reviewer")
+    _sync(diverged)
+    result = diverged.invoke("history", "--json")
+    assert result.exit_code == 0, result.output
+    newest = json.loads(result.output)["entries"][0]
+    assert newest["operation"] == "sync-data"
+    assert newest["lock"]["mode"] == "short"
+    assert 0 <= newest["lock"]["seconds"] < 60
+    assert newest["run_by"] == "octo-reviewer (GitHub Actions)"

@@ -118,6 +118,12 @@ def apply_plan(
             after_backup=still_current,
             rows=saved.counts(),
         )
-        guard.commit("apply", snapshot_loaded=dev_path, tables=load.tables, plan_id=saved.plan_id)
+        guard.commit(
+            "apply",
+            snapshot_loaded=dev_path,
+            tables=load.tables,
+            plan_id=saved.plan_id,
+            lock=result.lock,
+        )
         result.lock["seconds"] = guard.lock_seconds
         return result

@@ -200,6 +200,8 @@ def sync_data(
         lock_at_start=False,
     ) as guard:
         result, load = load_dev_into_prod(guard, checks_to_run)
-        guard.commit("sync-data", snapshot_loaded=result.dev_snapshot, tables=load.tables)
+        guard.commit(
+            "sync-data", snapshot_loaded=result.dev_snapshot, tables=load.tables, lock=result.lock
+        )
         result.lock["seconds"] = guard.lock_seconds
         return result

@@ -74,6 +74,13 @@ class Guard:
         )
         self.locked_at = time.monotonic()
 
+    def _lock_record(self, lock: dict[str, Any] | None) -> dict[str, Any]:
+        """What prod's history keeps of how the tables were held (until its own row)."""
+        out = dict(lock or {"mode": "full"})
+        if self.locked_at is not None:
+            out["seconds"] = round(time.monotonic() - self.locked_at, 3)
+        return out
+
     def renew_backup(self) -> BackupResult:
         """A second backup, under the write lock: the first one no longer holds everything
         the run will replace (the application wrote since)."""
@@ -108,6 +115,7 @@ class Guard:
         migrations_done: list[str] | None = None,
         tables: dict[str, Any] | None = None,
         plan_id: str | None = None,
+        lock: dict[str, Any] | None = None,
     ) -> int:
         """Record the write in prod's history and COMMIT, both in the guard's one transaction:
         the history row exists exactly when the write committed (history module doc)."""
@@ -124,6 +132,7 @@ class Guard:
                 migrations=migrations_done or [],
                 tables=tables,
                 plan_id=plan_id,
+                lock=self._lock_record(lock),
             )
         except psycopg2.Error as exc:
             raise SafetyError(
