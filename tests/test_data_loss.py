@@ -120,3 +120,64 @@ def test_a_type_change_that_alters_values_is_counted(project: Project, own: Path
         '0004_drop_name.sql line 2: 2 values altered by the type change of "User"."emailVerified" '
         "(to timestamp(0))"
     ) in result.output
+
+
+NOT_NULL = (
+    '-- depends: 0003_rename_user_image\nALTER TABLE "User" ALTER COLUMN "name" SET NOT NULL;\n'
+)
+
+
+@pytest.mark.parametrize(
+    ("sql", "shown"),
+    [
+        (NOT_NULL, '1 rows with NULL in "User"."name" (SET NOT NULL)'),
+        (
+            "-- depends: 0003_rename_user_image\n"
+            'ALTER TABLE "User" ADD COLUMN "plan" text NOT NULL;\n',
+            '3 rows with NULL in "User"."plan" (ADD COLUMN ... NOT NULL without a default)',
+        ),
+        (
+            "-- depends: 0003_rename_user_image\n"
+            "ALTER TABLE \"User\" ADD CONSTRAINT named CHECK (name <> 'Bob');\n",
+            "1 rows failing CHECK (name <> 'Bob') on \"User\"",
+        ),
+    ],
+    ids=["set-not-null", "add-column-not-null", "check"],
+)
+def test_a_constraint_existing_rows_fail_is_refused_before_anything_runs(
+    project: Project, own: Path, sql: str, shown: str
+) -> None:
+    # an acknowledgement does not help: the migration would fail half-way through the run
+    _add(own, '-- dbtools: allow not-null "name": no\n' + sql)
+    assert project.invoke("migrate", "apply", "--target", "dev").exit_code == 0
+    before = schema_objects(project.prod_url)
+
+    result = project.invoke("sync-schema", "--yes")
+
+    assert result.exit_code == 3, result.output
+    assert f"the migrations would fail there: 0004_drop_name.sql line 3: {shown}" in result.output
+    assert schema_objects(project.prod_url) == before
+    assert not (project.snapshot_dir / "prod").exists()
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "-- depends: 0003_rename_user_image\n"
+        "UPDATE \"User\" SET name = '' WHERE name IS NULL;\n"
+        'ALTER TABLE "User" ALTER COLUMN "name" SET NOT NULL;\n',
+        "-- depends: 0003_rename_user_image\n"
+        "ALTER TABLE \"User\" ADD CONSTRAINT named CHECK (name <> 'Bob') NOT VALID;\n",
+        "-- depends: 0003_rename_user_image\n"
+        'ALTER TABLE "User" ADD COLUMN "plan" text NOT NULL DEFAULT \'free\';\n',
+    ],
+    ids=["fixed-first", "not-valid", "with-default"],
+)
+def test_a_constraint_the_rows_can_take_applies(project: Project, own: Path, sql: str) -> None:
+    _add(own, sql)
+    dev = project.invoke("migrate", "apply", "--target", "dev")
+    assert dev.exit_code == 0, dev.output
+
+    result = project.invoke("sync-schema", "--yes")
+
+    assert result.exit_code == 0, result.output

@@ -5,9 +5,13 @@ applied (read with PostgreSQL's own parser, pglast), the rows that hold data the
 counted: non-null values of a dropped column, rows of a dropped table, values a type change
 would alter (compared as text: a numeric scale or timestamp precision cut, a USING that
 rewrites). A value a conversion rejects fails the migration itself, named by file and line.
-A count above zero refuses the run (exit 3, nothing changed) unless the migration file
-acknowledges it with a reason, in its leading comments (yoyo would run a comment after the
-last statement as an empty statement):
+The rows a new constraint would reject are counted too: NULLs under a SET NOT NULL, the rows
+of a filled table that an ADD COLUMN ... NOT NULL without a default would leave NULL, and the
+rows an ADD CONSTRAINT ... CHECK (validated) fails; such a migration would fail half-way
+through a run, so it is refused before anything runs, and no comment acknowledges it (the
+data or the migration must change). A loss above zero refuses the run (exit 3, nothing
+changed) unless the migration file acknowledges it with a reason, in its leading comments
+(yoyo would run a comment after the last statement as an empty statement):
 `-- dbtools: allow drop-column "tagline": moved to Profile.tagline in 0004` (or without the
 quoted name, for every drop of that kind in the file). A table or column that does not exist
 yet (made by an earlier migration of the same run) holds nothing.
@@ -21,7 +25,7 @@ from pathlib import Path
 
 import psycopg2
 from pglast import ast, parse_sql
-from pglast.enums import AlterTableType, ObjectType
+from pglast.enums import AlterTableType, ConstrType, ObjectType
 from pglast.parser import ParseError
 from pglast.stream import RawStream
 from yoyo.migrations import Migration
@@ -37,7 +41,7 @@ class Loss:
     migration: str
     file: str
     line: int
-    rule: str  # drop-column | drop-table | change-type
+    rule: str  # drop-column | drop-table | change-type | not-null | check
     target: str  # "table"."column" or "table"
     name: str  # the bare column or table name an acknowledgement quotes
     rows: int
@@ -49,8 +53,18 @@ class Loss:
             "drop-column": "non-null values in column",
             "drop-table": "rows in table",
             "change-type": "values altered by the type change of",
+            "not-null": "rows with NULL in",
+            "check": "rows failing",
         }[self.rule]
         return f"{Path(self.file).name} line {self.line}: {self.rows} {what} {self.target}"
+
+    @property
+    def fails(self) -> bool:
+        """The migration would fail on these rows (a constraint), rather than destroy them."""
+        return self.rule in FAILS
+
+
+FAILS = ("not-null", "check")
 
 
 def _qualified(rel: ast.RangeVar) -> str:
@@ -66,10 +80,15 @@ def _drops(path: Path) -> list[tuple[str, str, str, str, int]]:
     except (ParseError, UnicodeDecodeError):
         return []  # the run itself reports the syntax error, with its place
     out = []
+    written: set[str] = set()  # tables whose rows an earlier statement of the file changes
     for raw in statements:
         stmt, at = raw.stmt, raw.stmt_location or 0
+        if isinstance(stmt, (ast.UpdateStmt, ast.DeleteStmt, ast.InsertStmt)) and stmt.relation:
+            written.add(_qualified(stmt.relation))
         if isinstance(stmt, ast.AlterTableStmt) and stmt.relation is not None:
             table = _qualified(stmt.relation)
+            if table not in written:  # rows an earlier statement fixes cannot be counted now
+                out += [(*found, at) for found in _constraints(table, stmt.cmds or ())]
             for cmd in stmt.cmds or ():
                 if cmd.subtype == AlterTableType.AT_DropColumn and cmd.name:
                     col = quote_ident(str(cmd.name))
@@ -93,6 +112,38 @@ def _drops(path: Path) -> list[tuple[str, str, str, str, int]]:
                 parts = [str(getattr(p, "sval", p)) for p in obj]
                 table = ".".join(quote_ident(p) for p in parts)
                 out.append(("drop-table", f"SELECT count(*) FROM {table}", table, parts[-1], at))
+    return out
+
+
+def _constraints(table: str, cmds: Sequence[ast.AlterTableCmd]) -> list[tuple[str, str, str, str]]:
+    """(rule, count query, shown target, name) for each constraint these commands add that
+    existing rows could fail."""
+    out = []
+    for cmd in cmds:
+        if cmd.subtype == AlterTableType.AT_SetNotNull and cmd.name:
+            col = quote_ident(str(cmd.name))
+            sql = f"SELECT count(*) FROM {table} WHERE {col} IS NULL"
+            out.append(("not-null", sql, f"{table}.{col} (SET NOT NULL)", str(cmd.name)))
+        elif cmd.subtype == AlterTableType.AT_AddColumn and isinstance(cmd.def_, ast.ColumnDef):
+            kinds = {c.contype for c in cmd.def_.constraints or ()}
+            filled = {ConstrType.CONSTR_DEFAULT, ConstrType.CONSTR_IDENTITY}
+            filled.add(ConstrType.CONSTR_GENERATED)
+            if ConstrType.CONSTR_NOTNULL in kinds and not kinds & filled:
+                col = quote_ident(str(cmd.def_.colname))
+                shown = f"{table}.{col} (ADD COLUMN ... NOT NULL without a default)"
+                out.append(("not-null", f"SELECT count(*) FROM {table}", shown, str(col)))
+        elif (
+            cmd.subtype == AlterTableType.AT_AddConstraint
+            and isinstance(cmd.def_, ast.Constraint)
+            and cmd.def_.contype == ConstrType.CONSTR_CHECK
+            and not cmd.def_.skip_validation
+            and cmd.def_.raw_expr is not None
+        ):
+            expr = RawStream()(cmd.def_.raw_expr)
+            name = str(cmd.def_.conname or "")
+            # a CHECK passes on NULL: only a false result fails
+            sql = f"SELECT count(*) FROM {table} WHERE NOT ({expr})"
+            out.append(("check", sql, f"CHECK ({expr}) on {table}", name))
     return out
 
 
@@ -128,14 +179,27 @@ def _losses_of(conn: Conn, m: Migration) -> list[Loss]:
         if not rows:
             continue
         line, _ = line_col(data, at)
-        reason = acks.get((rule, name)) or acks.get((rule, None)) or ""
+        reason = "" if rule in FAILS else acks.get((rule, name)) or acks.get((rule, None)) or ""
         out.append(Loss(m.id, str(path), line, rule, target, name, rows, reason))
     return out
 
 
 def refuse_losses(conn: Conn, plan: Sequence[Migration], where: str) -> list[Loss]:
-    """SafetyError (exit 3) naming each unacknowledged loss; the acknowledged ones otherwise."""
+    """SafetyError (exit 3) naming each unacknowledged loss and each constraint existing rows
+    would fail; the acknowledged losses otherwise."""
     found = losses(conn, plan)
+    failing = [x for x in found if x.fails]
+    if failing:
+        first = failing[0]
+        raise SafetyError(
+            f"refusing to migrate {where}: the migrations would fail there: "
+            + "; ".join(x.described for x in failing)
+            + "; nothing was changed",
+            hint=(
+                f"fix those rows first, or change {Path(first.file).name} (e.g. a DEFAULT, "
+                "or add the CHECK as NOT VALID and validate it after cleaning the data)"
+            ),
+        )
     open_ = [x for x in found if not x.acknowledged]
     if open_:
         first = open_[0]
