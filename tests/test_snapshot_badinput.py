@@ -145,7 +145,8 @@ def test_restore_by_bare_stamp(snap: tuple[Project, Path]) -> None:
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["path"] == str(path.resolve())
     assert table_digests(project.prod_url) == table_digests(project.dev_url)
-    result = project.invoke("snapshot", "show", path.name, "--json")
+    # the restore's backup may share the stamp: the dev snapshot is named with its side
+    result = project.invoke("snapshot", "show", f"dev/{path.name}", "--json")
     assert result.exit_code == 0, result.output
     tables = {t["table"]: t for t in json.loads(result.output)["tables"]}
     assert tables["public.User"]["rows"] == 4

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+import psycopg2
 
 from dbtools.cli.output import Options, common_options, table, target_option
-from dbtools.errors import EXIT_CHECK_FAILED
+from dbtools.errors import EXIT_CHECK_FAILED, DbtoolsError
 from dbtools.snapshot import archive, create, query, restore
 
 
@@ -90,7 +91,11 @@ def backup(opts: Options, workers: int) -> None:
 @click.option("--no-verify", is_flag=True, help="Skip reading every file (faster).")
 @common_options()
 def list_cmd(opts: Options, env: str | None, no_verify: bool) -> None:
-    """The archive, newest first: env, time, tables, rows, size, migration head, verified.
+    """The archive, newest first: reference, env, reason, time, size, verified, rollback target.
+
+    The reference (prod/STAMP) names the snapshot in every other command. The rollback target
+    is the backup prod's history names for its last committed write (read from prod only when
+    prod is configured and answers).
 
     \b
     Example:
@@ -98,45 +103,96 @@ def list_cmd(opts: Options, env: str | None, no_verify: bool) -> None:
     """
     infos = archive.list_snapshots(opts.settings, env, verify=not no_verify)
     warnings = archive.exposure_warnings(opts.settings)
+    target, unknown = _rollback_target(opts, env)
+    if unknown:
+        warnings.append(unknown)
     for w in warnings:
         opts.warn(w)
+    marked = {i.path for i in infos if target is not None and _same(i.path, target)}
 
     def render() -> str:
         if not infos:
             return f"no snapshots under {opts.settings.snapshot_dir}"
-        marks = {True: "yes", False: "NO", None: "-"}
-        rows = [
-            [
-                i.env,
-                i.path.name,
-                i.created_at.strftime("%Y-%m-%d %H:%M:%SZ") if i.created_at else "?",
-                i.tables,
-                i.rows,
-                _size(i.bytes),
-                i.migration_head or "-",
-                marks[i.verified] if i.complete else "INCOMPLETE",
-            ]
-            for i in infos
-        ]
-        header = ["env", "snapshot", "created", "tables", "rows", "size", "migration", "verified"]
+        rows = [_list_row(i, i.path in marked) for i in infos]
         # A bad snapshot gets one line saying why; the others are listed as usual.
-        bad = [f"{i.path.parent.name}/{i.path.name}: {i.problems[0]}" for i in infos if i.problems]
-        return "\n".join([table(rows, header), *bad])
+        bad = [f"{i.ref}: {i.problems[0]}" for i in infos if i.problems]
+        return "\n".join([table(rows, _LIST_HEADER), *bad])
 
-    opts.emit({"snapshots": [i.as_dict() for i in infos], "warnings": warnings}, render)
+    data = {
+        "snapshots": [{**i.as_dict(), "rollback_target": i.path in marked} for i in infos],
+        "rollback_target": str(target) if target else None,
+        "warnings": warnings,
+    }
+    opts.emit(data, render)
+
+
+_LIST_HEADER = [
+    "snapshot",
+    "env",
+    "reason",
+    "created",
+    "tables",
+    "rows",
+    "size",
+    "migration",
+    "verified",
+    "rollback",
+]
+_VERIFIED = {True: "yes", False: "NO", None: "-"}
+
+
+def _list_row(i: archive.SnapshotInfo, target: bool) -> list[object]:
+    return [
+        i.ref,
+        i.env,
+        i.reason or "-",
+        i.created_at.strftime("%Y-%m-%d %H:%M:%SZ") if i.created_at else "?",
+        i.tables,
+        i.rows,
+        _size(i.bytes),
+        i.migration_head or "-",
+        _VERIFIED[i.verified] if i.complete else "INCOMPLETE",
+        "target" if target else "",
+    ]
+
+
+def _rollback_target(opts: Options, env: str | None) -> tuple[Path | None, str | None]:
+    """Rollback's target from prod's history, or (None, why it is not known).
+
+    Listing never depends on prod: not configured (or only dev listed) means no marker and
+    nothing said; prod that cannot be read means no marker and a warning."""
+    settings = opts.settings
+    if env == "dev" or not settings.urls.get("prod"):
+        return None, None
+    from dbtools import sync
+
+    try:
+        return sync.rollback_target(settings), None
+    except (DbtoolsError, psycopg2.Error) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return None, f"rollback's target is not marked: {first}"
+
+
+def _same(a: Path, b: Path) -> bool:
+    """One directory, however each path spells it (prod's history records the path the
+    backup had when it was taken); a symlink in the archive is not what it points to."""
+    return a.parent.resolve() / a.name == b.parent.resolve() / b.name
 
 
 @snapshot.command("show")
-@click.argument("path")
+@click.argument("ref", metavar="SNAPSHOT")
 @common_options()
-def show_cmd(opts: Options, path: str) -> None:
+def show_cmd(opts: Options, ref: str) -> None:
     """Per table: rows, columns, bytes.
+
+    SNAPSHOT is a directory, prod/STAMP or dev/STAMP, prod:latest or dev:latest (the newest
+    that verifies), or a STAMP only one side holds.
 
     \b
     Example:
-      dbtools snapshot show 20250514T102112Z
+      dbtools snapshot show prod/20250514T102112Z
     """
-    result = archive.show_snapshot(archive.resolve_path(opts.settings, path))
+    result = archive.show_snapshot(archive.resolve_path(opts.settings, ref))
     data = result.as_dict()
 
     def render() -> str:
@@ -155,16 +211,19 @@ def show_cmd(opts: Options, path: str) -> None:
 
 
 @snapshot.command("verify")
-@click.argument("path")
+@click.argument("ref", metavar="SNAPSHOT")
 @common_options()
-def verify_cmd(opts: Options, path: str) -> None:
+def verify_cmd(opts: Options, ref: str) -> None:
     """Checksums, every Parquet file readable, manifest consistent (exit 1 if not).
+
+    SNAPSHOT is a directory, prod/STAMP or dev/STAMP, prod:latest or dev:latest (the newest
+    that verifies), or a STAMP only one side holds.
 
     \b
     Example:
       dbtools snapshot verify snapshots/prod/20250514T102112Z
     """
-    result = archive.verify_snapshot(archive.resolve_path(opts.settings, path))
+    result = archive.verify_snapshot(archive.resolve_path(opts.settings, ref))
     warnings = archive.exposure_warnings(opts.settings, result.path)
     for w in warnings:
         opts.warn(w)
@@ -215,18 +274,21 @@ def prune_cmd(opts: Options, dry_run: bool) -> None:
 
 
 @snapshot.command("query")
-@click.argument("path")
+@click.argument("ref", metavar="SNAPSHOT")
 @click.argument("sql")
 @click.option("--limit", default=1000, show_default=True, help="At most this many rows.")
 @common_options()
-def query_cmd(opts: Options, path: str, sql: str, limit: int) -> None:
+def query_cmd(opts: Options, ref: str, sql: str, limit: int) -> None:
     """SQL over a snapshot's Parquet files with DuckDB; tables are named as in PostgreSQL.
+
+    SNAPSHOT is a directory, prod/STAMP or dev/STAMP, prod:latest or dev:latest (the newest
+    that verifies), or a STAMP only one side holds.
 
     \b
     Example:
-      dbtools snapshot query 20250514T102112Z 'SELECT status, count(*) FROM orders GROUP BY 1'
+      dbtools snapshot query prod:latest 'SELECT status, count(*) FROM orders GROUP BY 1'
     """
-    result = query.query_snapshot(archive.resolve_path(opts.settings, path), sql, limit=limit)
+    result = query.query_snapshot(archive.resolve_path(opts.settings, ref), sql, limit=limit)
 
     def render() -> str:
         text = table([list(r) for r in result.rows], result.columns) if result.columns else ""
@@ -236,7 +298,7 @@ def query_cmd(opts: Options, path: str, sql: str, limit: int) -> None:
 
 
 @click.command("restore")
-@click.argument("path")
+@click.argument("ref", metavar="SNAPSHOT")
 @target_option()
 @click.option(
     "--allow-other-source",
@@ -244,19 +306,20 @@ def query_cmd(opts: Options, path: str, sql: str, limit: int) -> None:
     help="Into prod: load a snapshot that is not a backup of this prod (e.g. of dev).",
 )
 @common_options(destructive=True)
-def restore_cmd(opts: Options, path: str, target: str, allow_other_source: bool) -> None:
+def restore_cmd(opts: Options, ref: str, target: str, allow_other_source: bool) -> None:
     """Load a snapshot into dev or prod, all or nothing.
 
-    PATH is a snapshot directory or a stamp from `dbtools snapshot list`. Into prod, the
-    snapshot must be a backup of this prod; another database's (or one of unknown source)
-    is refused unless --allow-other-source.
+    SNAPSHOT is a directory, prod/STAMP or dev/STAMP, prod:latest or dev:latest (the newest
+    that verifies), or a STAMP only one side holds (`dbtools snapshot list` shows each
+    one's reference). Into prod, the snapshot must be a backup of this prod; another
+    database's (or one of unknown source) is refused unless --allow-other-source.
 
     \b
     Example:
-      dbtools restore 20250514T102112Z --target prod --yes
+      dbtools restore prod/20250514T102112Z --target prod --yes
     """
     settings = opts.settings
-    resolved = archive.resolve_path(settings, path, target)
+    resolved = archive.resolve_path(settings, ref)
     if not opts.yes:
         # Refuse a damaged snapshot before asking; with --yes the load verifies it first anyway.
         restore.verified_manifest(resolved)

@@ -9,11 +9,20 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import pandas as pd
 
+    from dbtools.config import Settings
+
 __all__ = ["read_snapshot"]
 
 
-def read_snapshot(path: str | Path, table: str) -> pd.DataFrame:
+def read_snapshot(
+    path: str | Path, table: str, *, settings: Settings | None = None
+) -> pd.DataFrame:
     """One table of a snapshot as a pandas DataFrame.
+
+    `path` is a snapshot reference, as every command takes it: a snapshot directory,
+    "prod/20250514T102112Z", "prod:latest" (the newest snapshot of prod that verifies), or a
+    bare stamp only one side holds (a stamp both sides hold raises ConfigError, naming both).
+    The archive is the one of `settings`, else of the project in the current directory.
 
     `table` is "schema.table" or a bare name. Integers and booleans with NULLs keep their
     type (pandas' nullable Int64/boolean rather than float), timestamps are datetime64,
@@ -25,8 +34,9 @@ def read_snapshot(path: str | Path, table: str) -> pd.DataFrame:
     import pyarrow.parquet as pq
 
     from dbtools.snapshot import format as fmt
+    from dbtools.snapshot.archive import resolve_path
 
-    directory = Path(path)
+    directory = resolve_path(settings, str(path))
     entry = fmt.read_manifest(directory).table(table)
     # Checked: inside the snapshot, no symlink on the way (a crafted manifest reads nothing else).
     parts = [pq.read_table(p) for p in fmt.table_files(directory, entry)]

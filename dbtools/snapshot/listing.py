@@ -34,9 +34,16 @@ class SnapshotInfo:
     reason: str | None = None
     database: str | None = None
 
+    @property
+    def ref(self) -> str:
+        """How every command can name it without ambiguity: `<side>/<stamp>`, the side being
+        the archive folder it lies in (archive.resolve_path reads it back)."""
+        return f"{self.path.parent.name}/{self.path.name}"
+
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["path"] = str(self.path)
+        out["ref"] = self.ref
         out["created_at"] = self.created_at.isoformat() if self.created_at else None
         return out
 
