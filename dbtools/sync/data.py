@@ -110,7 +110,9 @@ def load_dev_into_prod(
         after_backup(made.path)
     if dev_snapshot is None:
         say(progress, "sync-data: snapshot of dev")
-        dev_path = create_snapshot(settings, "dev", progress=progress).path
+        dev_path = create_snapshot(
+            settings, "dev", progress=progress, reason=f"for {guard.what}"
+        ).path
     else:
         dev_path = dev_snapshot
     # Taken with the same `schemas` / `excluded_tables` settings as the backup: the load
