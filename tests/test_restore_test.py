@@ -32,6 +32,18 @@ def _dev_snapshot(project: Project) -> Path:
     return Path(json.loads(result.output)["path"])
 
 
+def _forge_content_hash(path: Path) -> str:
+    """A manifest whose every checksum holds (written by the library, as a faulty exporter
+    would have written it) but whose content hash of one table is wrong: only restoring the
+    files shows they are not what it promises. Returns that table."""
+    manifest = fmt.read_manifest(path)
+    table = next(k for k, v in manifest.tables.items() if v.rows > 0)
+    manifest.tables[table] = dataclasses.replace(manifest.tables[table], content_hash="v1:0:0")
+    fmt.write_manifest(path, manifest)
+    assert fmt.verify_dir(path)[1] == []
+    return table
+
+
 def test_a_good_snapshot_restores_exactly(project: Project) -> None:
     path = _dev_snapshot(project)
     before = _scratch_databases()
@@ -48,13 +60,7 @@ def test_a_good_snapshot_restores_exactly(project: Project) -> None:
 
 def test_a_snapshot_whose_rows_do_not_match_its_manifest_fails(project: Project) -> None:
     path = _dev_snapshot(project)
-    # every checksum still holds (the manifest written by the library, as a faulty exporter
-    # would have written it): only restoring the files shows they are not what it promises
-    manifest = fmt.read_manifest(path)
-    table = next(k for k, v in manifest.tables.items() if v.rows > 0)
-    manifest.tables[table] = dataclasses.replace(manifest.tables[table], content_hash="v1:0:0")
-    fmt.write_manifest(path, manifest)
-    assert fmt.verify_dir(path)[1] == []
+    table = _forge_content_hash(path)
     before = _scratch_databases()
 
     got = restore_test(load_settings(), path)
@@ -62,3 +68,28 @@ def test_a_snapshot_whose_rows_do_not_match_its_manifest_fails(project: Project)
     assert not got.ok
     assert any(table in p and "content hash" in p for p in got.problems), got.problems
     assert _scratch_databases() == before
+
+
+def test_the_cli_reports_the_restore_and_its_time(project: Project) -> None:
+    path = _dev_snapshot(project)
+
+    result = project.invoke("snapshot", "verify", "dev:latest", "--restore", "--json")
+
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["path"] == str(path) and data["restore"]["ok"] is True
+    assert data["restore"]["seconds"] > 0 and data["restore"]["tables"] > 0
+    text = project.invoke("snapshot", "verify", str(path), "--restore")
+    assert text.exit_code == 0, text.output
+    assert "restored exactly into a scratch database" in text.output
+
+
+def test_the_cli_exits_1_naming_what_did_not_restore(project: Project) -> None:
+    path = _dev_snapshot(project)
+    table = _forge_content_hash(path)
+
+    result = project.invoke("snapshot", "verify", str(path), "--restore")
+
+    assert result.exit_code == 1, result.output
+    assert f"error: snapshot {path} did not restore exactly" in result.output
+    assert table in result.output

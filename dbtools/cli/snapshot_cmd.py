@@ -10,6 +10,7 @@ import psycopg2
 from dbtools.cli.output import Options, common_options, table, target_option
 from dbtools.errors import EXIT_CHECK_FAILED, DbtoolsError
 from dbtools.snapshot import archive, create, query, restore
+from dbtools.snapshot.restore_test import restore_test
 
 
 def _size(n: int) -> str:
@@ -212,16 +213,30 @@ def show_cmd(opts: Options, ref: str) -> None:
 
 @snapshot.command("verify")
 @click.argument("ref", metavar="SNAPSHOT")
+@click.option(
+    "--restore",
+    is_flag=True,
+    help="Also restore it into a scratch database (created and dropped) and compare every "
+    "table's content hash and every sequence with the manifest.",
+)
+@click.option(
+    "--scratch-url",
+    metavar="URL",
+    help="The server to make the scratch database on (default: the snapshot's own database's).",
+)
 @common_options()
-def verify_cmd(opts: Options, ref: str) -> None:
+def verify_cmd(opts: Options, ref: str, restore: bool, scratch_url: str | None) -> None:
     """Checksums, every Parquet file readable, manifest consistent (exit 1 if not).
 
     SNAPSHOT is a directory, prod/STAMP or dev/STAMP, prod:latest or dev:latest (the newest
-    that verifies), or a STAMP only one side holds.
+    that verifies), or a STAMP only one side holds. With --restore, the proof that the backup
+    restores: it is loaded into a scratch database on the server of the database it was taken
+    from (or --scratch-url's) and compared with its manifest; the time it took is reported.
 
     \b
-    Example:
+    Examples:
       dbtools snapshot verify snapshots/prod/20250514T102112Z
+      dbtools snapshot verify prod:latest --restore
     """
     result = archive.verify_snapshot(archive.resolve_path(opts.settings, ref))
     warnings = archive.exposure_warnings(opts.settings, result.path)
@@ -232,10 +247,27 @@ def verify_cmd(opts: Options, ref: str) -> None:
             click.echo(f"  - {p}")
         click.echo(f"error: snapshot {result.path} does not verify", err=True)
         raise SystemExit(EXIT_CHECK_FAILED)
+    if not restore or not result.ok:
+        opts.emit(
+            {**result.as_dict(), "warnings": warnings},
+            f"snapshot {result.path} verified: {result.tables} tables, {result.rows} rows",
+            exit_code=0 if result.ok else EXIT_CHECK_FAILED,
+        )
+        return
+    tested = restore_test(
+        opts.settings, result.path, scratch_url=scratch_url, progress=opts.progress
+    )
+    if not tested.ok and not opts.json:
+        for p in tested.problems:
+            click.echo(f"  - {p}")
+        click.echo(f"error: snapshot {result.path} did not restore exactly", err=True)
+        raise SystemExit(EXIT_CHECK_FAILED)
     opts.emit(
-        {**result.as_dict(), "warnings": warnings},
-        f"snapshot {result.path} verified: {result.tables} tables, {result.rows} rows",
-        exit_code=0 if result.ok else EXIT_CHECK_FAILED,
+        {**result.as_dict(), "warnings": warnings, "restore": tested.as_dict()},
+        f"snapshot {result.path} verified and restored exactly into a scratch database on "
+        f"{tested.server} in {tested.seconds:.1f} s: {tested.tables} tables, {tested.rows} rows, "
+        f"{tested.sequences} sequences",
+        exit_code=0 if tested.ok else EXIT_CHECK_FAILED,
     )
 
 
