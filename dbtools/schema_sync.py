@@ -156,6 +156,11 @@ def sync_schema(
 # --- dbtools diff ---------------------------------------------------------------------------
 
 
+# A preserved table (setup.cfg preserved_tables) keeps prod's own rows through every sync, so
+# its row counts differing is what a healthy pair of databases looks like.
+PRESERVED_NOTE = "preserved: prod keeps its rows"
+
+
 @dataclass
 class SchemaDiffResult:
     dev_database: str
@@ -166,9 +171,12 @@ class SchemaDiffResult:
     row_counts: dict[str, dict[str, int]]  # table -> {"dev": n, "prod": m}, differing only
     migrations_only_dev: list[str]
     migrations_only_prod: list[str]
+    # Preserved tables whose counts differ: shown, expected, never a difference.
+    preserved_row_counts: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def differs(self) -> bool:
+        """Whether dev and prod differ in anything a sync would not leave different."""
         return bool(
             not self.schema.empty
             or self.row_counts
@@ -186,6 +194,8 @@ class SchemaDiffResult:
             "schema": self.schema.as_dict(),
             "schema_lines": self.schema.lines(),
             "row_counts": self.row_counts,
+            "preserved_row_counts": self.preserved_row_counts,
+            "expected": [f"{k}: {PRESERVED_NOTE}" for k in self.preserved_row_counts],
             "migrations_only_dev": self.migrations_only_dev,
             "migrations_only_prod": self.migrations_only_prod,
         }
@@ -201,15 +211,19 @@ def _counts(settings: Settings, env: str) -> dict[str, int]:
 
 
 def diff(settings: Settings) -> SchemaDiffResult:
-    """Schema objects, applied migrations and row counts that differ between dev and prod."""
+    """Schema objects, applied migrations and row counts that differ between dev and prod.
+
+    Row counts of preserved tables are reported apart (`preserved_row_counts`): prod keeps
+    its own rows there by design, so they do not make the databases differ."""
     dev = _inspect(settings, "dev")
     prod = _inspect(settings, "prod")
     dev_counts, prod_counts = _counts(settings, "dev"), _counts(settings, "prod")
-    counts = {
-        k: {"dev": dev_counts[k], "prod": prod_counts[k]}
-        for k in sorted(set(dev_counts) & set(prod_counts))
-        if dev_counts[k] != prod_counts[k]
-    }
+    preserved = catalog.normalize_table_names(settings.preserved_tables, settings.schemas[0])
+    counts: dict[str, dict[str, int]] = {}
+    kept: dict[str, dict[str, int]] = {}
+    for k in sorted(set(dev_counts) & set(prod_counts)):
+        if dev_counts[k] != prod_counts[k]:
+            (kept if k in preserved else counts)[k] = {"dev": dev_counts[k], "prod": prod_counts[k]}
     dev_applied, prod_applied = set(dev.status.applied), set(prod.status.applied)
     return SchemaDiffResult(
         dev_database=dev.ident.database,
@@ -220,4 +234,5 @@ def diff(settings: Settings) -> SchemaDiffResult:
         row_counts=counts,
         migrations_only_dev=[m for m in dev.status.applied if m not in prod_applied],
         migrations_only_prod=[m for m in prod.status.applied if m not in dev_applied],
+        preserved_row_counts=kept,
     )

@@ -8,11 +8,16 @@ migration with stale data (Liam as liam@buildappswith.ai, one builder). Then it 
 `dbtools full-sync --yes` and `dbtools check --target prod` as a user would, and exits
 non-zero if either fails. Running it again starts over from the same point: it drops and
 recreates those two databases, and nothing else, and refuses any server that is not local.
+
+It ends with what a newcomer needs to drive dbtools from their own shell: the two URL exports
+it used (never a password: the local server is trust auth), how to put dbtools on PATH and
+turn on tab completion, and three commands to try next (`next_steps`).
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -35,6 +40,53 @@ PROD_START = "0002_marketplace_fields"  # prod starts one migration behind dev
 def url_for(name: str) -> str:
     p = urlsplit(SERVER)
     return urlunsplit((p.scheme, p.netloc, "/" + name, p.query, ""))
+
+
+# What to try after the demo: read-only, and meaningful on the two databases it leaves.
+TRY_NEXT = (
+    ("dbtools diff", "dev vs prod: they match; preserved tables keep prod's rows"),
+    ("dbtools history", "prod's own record of the sync the demo just made"),
+    ("dbtools rollback --dry-run", "what an emergency rollback would restore (writes nothing)"),
+)
+
+
+def without_password(url: str) -> str:
+    p = urlsplit(url)
+    if p.password is None:
+        return url
+    netloc = p.netloc.rpartition("@")[2]
+    if p.username is not None:
+        netloc = f"{p.netloc.rpartition('@')[0].partition(':')[0]}@{netloc}"
+    return urlunsplit((p.scheme, netloc, p.path, p.query, p.fragment))
+
+
+def next_steps(dev_url: str, prod_url: str, prefix: Path, cwd: Path) -> list[str]:
+    """The demo's last lines: the exports it used, dbtools on PATH, completion, what to try.
+    dbtools finds its project from the current directory, so a cwd outside the repository
+    gets a `cd` first."""
+    lines = ["to drive dbtools yourself from this shell:"]
+    here = cwd
+    if cwd != REPO and REPO not in cwd.parents:
+        lines.append(f"  cd {shlex.quote(str(REPO))}")
+        here = REPO
+    bin_dir = prefix / "bin"
+    try:
+        shown_bin = bin_dir.relative_to(here)
+    except ValueError:
+        shown_bin = bin_dir
+    for name, url in (("DEV_DATABASE_URL", dev_url), ("PROD_DATABASE_URL", prod_url)):
+        lines.append(f"  export {name}={shlex.quote(without_password(url))}")
+    if any(without_password(u) != u for u in (dev_url, prod_url)):
+        lines.append("  # (the password is left out: libpq reads it from PGPASSWORD or ~/.pgpass)")
+    activate = shlex.quote(str(shown_bin / "activate"))
+    lines += [
+        f"  source {activate}    # puts dbtools on PATH (or run {shown_bin / 'dbtools'})",
+        '  eval "$(_DBTOOLS_COMPLETE=bash_source dbtools)"    # tab completion (zsh: zsh_source)',
+        "then try:",
+    ]
+    width = max(len(cmd) for cmd, _ in TRY_NEXT)
+    lines += [f"  {cmd.ljust(width)}    # {what}" for cmd, what in TRY_NEXT]
+    return lines
 
 
 def say(text: str) -> None:
@@ -100,6 +152,8 @@ def main() -> int:
             say(f"dbtools {args[0]} failed (exit {code})")
             return code
     say("done: prod matches dev and every check is green")
+    # Without the "demo: " prefix, so that the lines can be copied as they are.
+    print("\n" + "\n".join(next_steps(dev_url, prod_url, Path(sys.prefix), Path.cwd())))
     return 0
 
 

@@ -226,10 +226,11 @@ def test_jobs_run_the_chosen_make_target_with_the_secrets(workflow: dict[Any, An
             continue
         steps = job["steps"]
         runs = [s.get("run", "") for s in steps]
-        assert "make install" in runs, name
+        # the production install: dbtools without the test extras
+        assert "make install-prod" in runs, name
         assert 'make "$OPERATION" YES=1' in runs, name
         step = next(s for s in steps if s.get("run") == 'make "$OPERATION" YES=1')
-        assert runs.index("make install") < steps.index(step)
+        assert runs.index("make install-prod") < steps.index(step)
         assert step["env"] == {
             "OPERATION": "${{ inputs.operation }}",
             "DEV_DATABASE_URL": "${{ secrets.DEV_DATABASE_URL }}",
@@ -258,7 +259,7 @@ def test_jobs_that_change_prod_wait_for_approval(workflow: dict[Any, Any]) -> No
     for name, job in workflow["jobs"].items():
         runs = " ".join(s.get("run", "") for s in job["steps"])
         if name == "plan":  # reads only: no make target but install, no write command
-            assert "make" not in runs.replace("make install", ""), runs
+            assert "make" not in runs.replace("make install-prod", ""), runs
             assert ".venv/bin/dbtools plan --save --markdown" in runs
             continue
         if set(job_choices(job)) - {"verify"}:

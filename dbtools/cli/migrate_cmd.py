@@ -366,11 +366,24 @@ def _render_diff(result: schema_sync.SchemaDiffResult) -> str:
         out.append("migrations:")
         out += [f"  only in dev: {m}" for m in result.migrations_only_dev]
         out += [f"  only in prod: {m}" for m in result.migrations_only_prod]
-    if result.row_counts:
-        rows = [[k, v["dev"], v["prod"]] for k, v in result.row_counts.items()]
-        out.append(table(rows, ["table", "dev rows", "prod rows"]))
+    rows = [[k, v["dev"], v["prod"], ""] for k, v in result.row_counts.items()]
+    rows += [
+        [k, v["dev"], v["prod"], f"expected ({schema_sync.PRESERVED_NOTE})"]
+        for k, v in result.preserved_row_counts.items()
+    ]
+    if not result.row_counts:
+        out.append(
+            "row counts: identical"
+            + (" apart from preserved tables" if result.preserved_row_counts else "")
+        )
+    if rows:
+        out.append(table(rows, ["table", "dev rows", "prod rows", "note"]))
+    if result.differs:
+        out.append("dev and prod differ")
+    elif result.preserved_row_counts:
+        out.append("dev and prod match (preserved tables keep prod's rows, as expected)")
     else:
-        out.append("row counts: identical")
+        out.append("dev and prod match")
     return "\n".join(out)
 
 
@@ -378,6 +391,10 @@ def _render_diff(result: schema_sync.SchemaDiffResult) -> str:
 @common_options()
 def diff_cmd(opts: Options) -> None:
     """Schema, migration and row-count differences, dev vs prod (exit 1 when they differ).
+
+    Preserved tables (setup.cfg preserved_tables) keep prod's own rows through every sync:
+    their row counts are shown, marked as expected, and do not count as a difference. Right
+    after a good sync, diff exits 0.
 
     \b
     Example:

@@ -1,5 +1,10 @@
 """Where settings are read from: env files, the environment, setup.cfg; the project root.
 
+The project root is the nearest directory, from the current one upwards, whose setup.cfg has a
+[dbtools] section; every path setting and both env files are read relative to it, so dbtools
+works alike from any directory of the project. Outside any project `find_root` is None and
+`no_project` is the line that says so (docs/SETTINGS.md, "The project root").
+
 Connection URLs come from the environment first (DEV_DATABASE_URL / PROD_DATABASE_URL), else
 from DATABASE_URL in `.env` (dev) or `.env.production.local` (prod). Each side reads only its
 own file, so loading the wrong file can never point prod at dev. Files are parsed by
@@ -49,8 +54,9 @@ def read_cfg(path: Path) -> configparser.RawConfigParser:
     return parser
 
 
-def find_root(start: Path | None = None) -> Path:
-    """The project root: the nearest directory upwards holding a setup.cfg with [dbtools]."""
+def find_root(start: Path | None = None) -> Path | None:
+    """The project root: the nearest directory upwards holding a setup.cfg with [dbtools];
+    None outside any project (`no_project` says where it was looked for)."""
     here = (start or Path.cwd()).resolve()
     for candidate in (here, *here.parents):
         cfg = candidate / "setup.cfg"
@@ -63,16 +69,23 @@ def find_root(start: Path | None = None) -> Path:
                 continue
             if parser.has_section("dbtools"):
                 return candidate
-    return here
+    return None
 
 
-def resolve_url(root: Path, env: str, environ: dict[str, str]) -> tuple[str | None, str]:
-    """One side's URL and where it came from: its variable, its env file, or "unset"."""
+def no_project(start: Path | None = None) -> str:
+    """The one line that says which setup.cfg was looked for, and where, in vain."""
+    here = (start or Path.cwd()).resolve()
+    return f"no setup.cfg with a [dbtools] section in {here} or any parent directory"
+
+
+def resolve_url(root: Path | None, env: str, environ: dict[str, str]) -> tuple[str | None, str]:
+    """One side's URL and where it came from: its variable, its env file, or "unset".
+    root None (outside a project): the variable only, no env file is read."""
     direct = environ.get(ENV_VARS[env])
     if direct:
         return direct, ENV_VARS[env]
-    path = root / ENV_FILES[env]
-    if path.is_file():
+    path = root / ENV_FILES[env] if root is not None else None
+    if path is not None and path.is_file():
         text = read_text(path, "env file")
         try:
             values = dotenv_values(stream=io.StringIO(text))
