@@ -1,7 +1,8 @@
 """The exceptions dbtools raises, each carrying the exit code of the CLI contract.
 
 0 success, 1 a check or verification failed, 2 usage or configuration error (this includes
-a database that cannot be reached), 3 a safety rule refused the operation.
+a database that cannot be reached), 3 a safety rule refused the operation, 4 the operator did
+not confirm (answered no, or no terminal and no --yes). (130 / 143: interrupted, interrupt.py.)
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
 EXIT_CONFIG = 2
 EXIT_SAFETY = 3
+EXIT_DECLINED = 4
 
 
 class DbtoolsError(Exception):
@@ -42,6 +44,13 @@ class SafetyError(DbtoolsError):
     """A safety rule refused the operation; nothing was changed."""
 
     exit_code = EXIT_SAFETY
+
+
+class Declined(DbtoolsError):
+    """The operator did not confirm: answered no, or there was no terminal and no --yes.
+    Not a refusal by a safety rule (exit 3): the operation was allowed, nobody said yes."""
+
+    exit_code = EXIT_DECLINED
 
 
 class LockBusy(SafetyError):

@@ -334,7 +334,7 @@ def test_mark_baselines_a_database_built_without_yoyo(project: Project) -> None:
 
 def test_prod_apply_needs_confirmation(project: Project) -> None:
     result = project.invoke("migrate", "apply", "--target", "prod")
-    assert result.exit_code == 3 and "--yes" in result.output
+    assert result.exit_code == 4 and "--yes" in result.output
     assert applied_migrations(project.prod_url) == []
 
 
@@ -373,7 +373,7 @@ def test_connection_errors_are_one_redacted_line(make_db) -> None:
 def test_rollback_on_dev_asks_like_every_destructive_command(project: Project) -> None:
     migrations.apply_all(project.dev_url, MIGRATIONS)
     result = project.invoke("migrate", "rollback", "--target", "dev")  # no terminal, no --yes
-    assert result.exit_code == 3
+    assert result.exit_code == 4
     assert "refusing without confirmation" in result.output and "--yes" in result.output
     assert applied_migrations(project.dev_url) == HEAD
 

@@ -122,7 +122,7 @@ def test_cli_archive_commands(project: Project) -> None:
     crashed = path.parent / f"{fmt.TMP_PREFIX}20250101T000000Z-999999999-x"
     crashed.mkdir()
     refused = project.invoke("snapshot", "prune")
-    assert refused.exit_code == 3 and crashed.exists()
+    assert refused.exit_code == 4 and crashed.exists()
     dry = project.invoke("snapshot", "prune", "--dry-run", "--json")
     assert dry.exit_code == 0 and crashed.exists()
     assert [d["path"] for d in json.loads(dry.output)["deleted"]] == [str(crashed)]

@@ -163,7 +163,7 @@ def test_restore_without_yes_and_without_terminal_refuses(synced: Project) -> No
     path = _create(synced)
     before = table_digests(synced.prod_url)
     result = synced.invoke("restore", str(path), "--target", "prod", "--allow-other-source")
-    assert result.exit_code == 3
+    assert result.exit_code == 4
     assert "--yes" in result.output
     assert table_digests(synced.prod_url) == before
 

@@ -127,7 +127,7 @@ def test_preserved_rows_whose_user_is_gone_fail_the_load(synced: Project) -> Non
 def test_without_terminal_and_without_yes_refuses(synced: Project) -> None:
     before = state(synced.prod_url)
     result = synced.invoke("sync-data")
-    assert result.exit_code == 3
+    assert result.exit_code == 4
     assert "--yes" in result.output
     assert state(synced.prod_url) == before
     assert prod_backups(synced) == []

@@ -18,10 +18,12 @@ Examples:
   dbtools verify                 pre-flight check of dev and prod
   dbtools full-sync --dry-run    what a sync would do, writing nothing
   dbtools full-sync --yes        backup, migrate, copy and check prod
+  dbtools rollback --dry-run     which backup a rollback would restore, and how
   dbtools rollback --yes         restore the newest verified prod backup
 
 Exit codes: 0 ok, 1 a check or verification failed, 2 usage or configuration
-error, 3 a safety rule refused the operation, 130 / 143 interrupted by
+error, 3 a safety rule refused the operation, 4 not confirmed (answered no,
+or no terminal and no --yes; nothing changed), 130 / 143 interrupted by
 SIGINT (Ctrl-C) / SIGTERM.
 """
 

@@ -22,7 +22,14 @@ import psycopg2
 
 from dbtools import interrupt
 from dbtools.config import Settings, load_settings, redact
-from dbtools.errors import EXIT_CHECK_FAILED, EXIT_CONFIG, EXIT_SAFETY, DbtoolsError, SafetyError
+from dbtools.errors import (
+    EXIT_CHECK_FAILED,
+    EXIT_CONFIG,
+    EXIT_DECLINED,
+    EXIT_SAFETY,
+    DbtoolsError,
+    Declined,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -58,16 +65,36 @@ class Options:
         if not self.json:
             click.echo(redact(f"warning: {text}"), err=True)
 
-    def confirm(self, question: str) -> None:
-        """Ask on a terminal; --yes answers for CI; no terminal and no --yes refuses (exit 3)."""
+    def will_ask(self, what: str) -> bool:
+        """Whether a question will be asked: False under --yes (CI), True at a terminal; with
+        neither, Declined (exit 4) naming `what`. A command calls this before it computes
+        what it will show above the question, so an unanswerable question costs nothing."""
         if self.yes:
-            return
+            return False
         if not sys.stdin.isatty():
-            raise SafetyError(
-                f"refusing without confirmation: {question} (no terminal; pass --yes to confirm)"
+            raise Declined(
+                f"refusing without confirmation: {what} (no terminal; pass --yes to confirm)"
             )
-        if not click.confirm(redact(question), default=False, err=True):
-            raise SafetyError("cancelled: nothing was changed")
+        return True
+
+    def show(self, text: str) -> None:
+        """What a question is about, printed just before it, where the question goes (stderr:
+        stdout stays the command's result, one JSON object under --json)."""
+        click.echo(redact(text), err=True)
+
+    def confirm(self, question: str) -> None:
+        """Ask on a terminal; --yes answers for CI. No (or no answer), or no terminal and no
+        --yes, is Declined: exit 4, nothing changed (not 3: no safety rule refused)."""
+        if not self.will_ask(question):
+            return
+        try:
+            yes = click.confirm(redact(question), default=False, err=True)
+        except click.exceptions.Abort:  # end of input at the prompt; or Ctrl-C
+            if interrupt.received() is not None:
+                raise
+            raise Declined("no answer: nothing was changed") from None
+        if not yes:
+            raise Declined("cancelled: nothing was changed")
 
     def emit(
         self, data: dict[str, Any], text: str | Callable[[], str] | None = None, exit_code: int = 0
@@ -230,6 +257,7 @@ def table(rows: list[list[Any]], header: list[str]) -> str:
 __all__ = [
     "EXIT_CHECK_FAILED",
     "EXIT_CONFIG",
+    "EXIT_DECLINED",
     "EXIT_SAFETY",
     "Options",
     "common_options",

@@ -175,6 +175,28 @@ def plan(
     opts.emit(data, lambda: render_markdown(cs, saved) if markdown else render_text(cs, saved))
 
 
+def render_saved(saved: changes.SavedPlan) -> str:
+    """A saved plan as `apply` shows it before its question: what it will change, per table."""
+    rows = [
+        [_name(t.table), t.mode, t.inserted, t.updated, t.deleted]
+        for t in saved.tables
+        if t.inserted or t.updated or t.deleted
+    ]
+    totals = [sum(getattr(t, k) for t in saved.tables) for k in _KINDS]
+    lines = [
+        f"plan {saved.plan_id[:12]}: {saved.path}",
+        f"dev snapshot it loads: {saved.dev_snapshot}",
+    ]
+    if rows:
+        lines.append(table(rows, ["table", "compared", "insert", "update", "delete"]))
+    unchanged = len(saved.tables) - len(rows)
+    lines.append(
+        f"in all: {totals[0]} inserted, {totals[1]} updated, {totals[2]} deleted"
+        + (f" ({unchanged} tables unchanged)" if unchanged else "")
+    )
+    return "\n".join(lines)
+
+
 @click.command()
 @click.argument("plan_file", metavar="PLAN", type=click.Path(path_type=Path, dir_okay=False))
 @common_options(destructive=True)
@@ -192,7 +214,12 @@ def apply(opts: Options, plan_file: Path) -> None:
     """
     saved = changes.read(plan_file)
     target = db.target(opts.settings, "prod").masked
-    opts.confirm(f"apply plan {saved.plan_id[:12]} to prod {target}?")
+    if opts.will_ask(f"apply plan {saved.plan_id[:12]} to prod {target}?"):
+        opts.show(render_saved(saved))
+        opts.confirm(
+            f"apply plan {saved.plan_id[:12]} (dev snapshot {saved.dev_snapshot.name}) "
+            f"to prod {target}, after a verified backup?"
+        )
     result = sync.apply_plan(opts.settings, saved, progress=opts.progress)
     headline = f"apply: plan {saved.plan_id[:12]} applied to prod (one transaction, committed)"
     opts.emit({"plan_id": saved.plan_id, **result.as_dict()}, lambda: render_sync(result, headline))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
@@ -9,6 +10,9 @@ import click
 from dbtools import checks as checks_mod
 from dbtools import db, sync
 from dbtools.cli.output import Options, common_options, table, target_option
+from dbtools.config import Settings
+from dbtools.errors import DbtoolsError
+from dbtools.sync.undo_plan import RestoreTable, RollbackPlan, rollback_plan
 
 
 def render_checks(report: checks_mod.CheckReport) -> str:
@@ -89,8 +93,9 @@ def render_changes(changes: list[sync.TableChange]) -> str:
     return table(rows, ["table", "before", "", "after", ""])
 
 
-def render_preview(plan: sync.Preview) -> str:
-    out = [f"plan: dev {plan.dev_database} -> prod {plan.prod_database} (dry run: nothing written)"]
+def render_preview(plan: sync.Preview, *, dry_run: bool = True) -> str:
+    written = "dry run: nothing written" if dry_run else "nothing written yet"
+    out = [f"plan: dev {plan.dev_database} -> prod {plan.prod_database} ({written})"]
     for env in ("dev", "prod"):
         pending = plan.pending.get(env, [])
         out.append(f"  pending migrations on {env}: {', '.join(pending) if pending else 'none'}")
@@ -118,8 +123,53 @@ def _emit_preview(opts: Options, data: dict[str, Any], plan: sync.Preview) -> No
     opts.emit(data, lambda: render_preview(plan), exit_code=plan.exit_code)
 
 
+def _refuse(message: str, exit_code: int) -> DbtoolsError:
+    """The refusal a preview found, raised as the real run would raise it (same code)."""
+    err = DbtoolsError(message)
+    err.exit_code = exit_code
+    return err
+
+
+def _confirm_preview(opts: Options, plan: sync.Preview, question: str) -> None:
+    """The plan first, then the question; a plan the real run would refuse is refused here,
+    with its exit code, before anything is asked."""
+    opts.show(render_preview(plan, dry_run=False))
+    if plan.exit_code:
+        raise _refuse(plan.refusal, plan.exit_code)
+    opts.confirm(question)
+
+
+def _archive_name(settings: Settings, path: Path) -> str:
+    """A snapshot as the archive names it (prod/<stamp>), or its path if it lies elsewhere."""
+    try:
+        return str(Path(path).resolve().relative_to(settings.snapshot_dir.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _backup_first(settings: Settings, plan: sync.Preview) -> str:
+    return f"after a verified backup into {_archive_name(settings, plan.backup_path.parent)}/"
+
+
 def _rollback_hint(backup: sync.BackupResult) -> str:
     return f"to undo: dbtools rollback --yes   (restores {backup.path})"
+
+
+def render_lock(lock: dict[str, Any]) -> str:
+    """How long prod's writes waited on this run, and why (SyncResult.lock)."""
+    seconds = lock.get("seconds")
+    if lock.get("mode") == "short":
+        if seconds is None:
+            return "prod's writes waited only while the changes were written (short lock)"
+        return (
+            f"prod's writes waited {seconds:.2f} s "
+            "(short lock: only the changes were written under it)"
+        )
+    if lock.get("mode") == "full":
+        held = f" ({seconds:.1f} s)" if seconds is not None else ""
+        reason = lock.get("reason")
+        return f"loaded in full under the write lock{held}" + (f": {reason}" if reason else "")
+    return ""
 
 
 def render_sync(
@@ -130,6 +180,9 @@ def render_sync(
     out.append(render_changes(result.tables))
     if result.checks is not None:
         out.append(result.checks.summary())
+    lock = render_lock(result.lock)
+    if lock:
+        out.append(lock)
     out.append(f"backup of prod before the sync: {result.backup.path} (verified)")
     out.append(f"dev snapshot loaded: {result.dev_snapshot}")
     out.append(_rollback_hint(result.backup))
@@ -144,6 +197,9 @@ def render_full(result: sync.FullSyncResult) -> str:
     out = [table(rows, ["", "step", "detail"])]
     if result.data is not None:
         out += ["", render_changes(result.data.tables)]
+        lock = render_lock(result.data.lock)
+        if lock:
+            out.append(lock)
     if result.checks is not None:
         out += ["", render_checks(result.checks)]
     out.append("")
@@ -172,6 +228,47 @@ def render_rollback(result: sync.ProdRestoreResult) -> str:
     return "\n".join(out)
 
 
+def _plan_row(t: RestoreTable, *, rows: bool, notes: bool) -> list[str]:
+    counts = [_count(t.inserted), _count(t.updated), _count(t.deleted)] if rows else []
+    note = [t.note] if notes else []
+    return [t.table, _count(t.prod_rows), "->", _count(t.backup_rows), *counts, *note]
+
+
+def render_rollback_plan(plan: RollbackPlan, *, dry_run: bool = False) -> str:
+    """Which backup a rollback restores, what it undoes, and per table prod now vs the backup."""
+    written = "dry run: nothing written" if dry_run else "nothing written yet"
+    out = [f"rollback of prod {plan.prod_database} ({written})"]
+    out.append(f"  backup to restore: {plan.backup}")
+    out.append(f"    created {plan.backup_created_at} ({plan.backup_reason})")
+    out.append(
+        f"  it undoes: history #{plan.history_id}, {plan.operation} "
+        f"committed at {plan.committed_at}"
+    )
+    undo = ", ".join(plan.migrations_to_undo) if plan.migrations_to_undo else "none"
+    out.append(f"  migrations to undo first: {undo}")
+    by_row = ["insert", "update", "delete"] if plan.rows_compared else []
+    notes = any(t.note for t in plan.tables)
+    rows = [_plan_row(t, rows=plan.rows_compared, notes=notes) for t in plan.tables]
+    out.append(table(rows, ["table", "prod now", "", "backup", *by_row, *([""] if notes else [])]))
+    if not dry_run:
+        out.append("prod as it is now is backed up first (restoring it undoes the rollback)")
+    out += [f"problem: {p}" for p in plan.problems]
+    return "\n".join(out)
+
+
+def _rollback_question(settings: Settings, plan: RollbackPlan) -> str:
+    undo = (
+        f"undo migrations {', '.join(plan.migrations_to_undo)} and "
+        if plan.migrations_to_undo
+        else ""
+    )
+    return (
+        f"{undo}restore prod {plan.prod_database} from backup "
+        f"{_archive_name(settings, plan.backup)} "
+        f"(before {plan.operation}, history #{plan.history_id})?"
+    )
+
+
 def _prod(opts: Options) -> str:
     return db.target(opts.settings, "prod").masked
 
@@ -194,7 +291,13 @@ def sync_data(opts: Options, dry_run: bool) -> None:
     if dry_run:
         plan = sync.preview(opts.settings, "sync-data")
         _emit_preview(opts, {"dry_run": True, "plan": plan.as_dict()}, plan)
-    opts.confirm(f"replace the data of prod {_prod(opts)} with dev's?")
+    if opts.will_ask(f"replace the data of prod {_prod(opts)} with dev's?"):
+        plan = sync.preview(opts.settings, "sync-data")
+        question = (
+            f"replace the data of prod {plan.prod_database} with dev's "
+            f"({_backup_first(opts.settings, plan)})?"
+        )
+        _confirm_preview(opts, plan, question)
     result = sync.sync_data(opts.settings, progress=opts.progress)
     assert isinstance(result, sync.SyncResult)
     opts.emit(result.as_dict(), lambda: render_sync(result))
@@ -211,8 +314,18 @@ def full_sync(opts: Options, dry_run: bool) -> None:
       dbtools full-sync --dry-run
       dbtools full-sync --yes
     """
-    if not dry_run:
-        opts.confirm(f"migrate prod {_prod(opts)} and replace its data with dev's?")
+    if not dry_run and opts.will_ask(
+        f"migrate prod {_prod(opts)} and replace its data with dev's?"
+    ):
+        plan = sync.preview(opts.settings, "full-sync")
+        migrate = (
+            f"apply {', '.join(plan.to_apply_on_prod)} to prod {plan.prod_database} and "
+            "replace its data"
+            if plan.to_apply_on_prod
+            else f"replace the data of prod {plan.prod_database}"
+        )
+        question = f"{migrate} with dev's ({_backup_first(opts.settings, plan)})?"
+        _confirm_preview(opts, plan, question)
     result = sync.full_sync(opts.settings, dry_run=dry_run, progress=opts.progress)
     data = result.as_dict()
     if result.dry_run and result.plan is not None:
@@ -225,8 +338,13 @@ def full_sync(opts: Options, dry_run: bool) -> None:
 
 
 @click.command()
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Show which backup would be restored and what it would change; write nothing to prod.",
+)
 @common_options(destructive=True)
-def rollback(opts: Options) -> None:
+def rollback(opts: Options, dry_run: bool) -> None:
     """Put prod back as it was before the last committed sync (the Emergency Rollback).
 
     The backup comes from prod's own history of committed syncs and restores: a refused,
@@ -234,12 +352,35 @@ def rollback(opts: Options) -> None:
     and the backup loaded in one transaction. Refuses, changing nothing, if that backup is
     missing or does not verify (naming the next one that does), or on migration drift.
 
+    --dry-run names that backup and the sync it undoes, the migrations it would undo, and
+    per table the rows prod has now against the backup's, row by row (from a read-only
+    snapshot of prod, compared with the backup and deleted): prod is only read.
+
     \b
     Example:
+      dbtools rollback --dry-run
       dbtools rollback --yes
     """
-    opts.confirm(f"restore the backup taken before the last sync into prod {_prod(opts)}?")
-    result = sync.rollback(opts.settings, progress=opts.progress)
+    settings = opts.settings
+    if dry_run:
+        plan = rollback_plan(settings, rows=True, progress=opts.progress)
+        if plan.exit_code and not opts.json:
+            opts.echo(render_rollback_plan(plan, dry_run=True))
+            raise _refuse(plan.refusal, plan.exit_code)
+        opts.emit(
+            {"dry_run": True, "plan": plan.as_dict()},
+            lambda: render_rollback_plan(plan, dry_run=True),
+            exit_code=plan.exit_code,
+        )
+    expect: int | None = None
+    if opts.will_ask(f"restore the backup taken before the last sync into prod {_prod(opts)}?"):
+        plan = rollback_plan(settings, progress=opts.progress)
+        opts.show(render_rollback_plan(plan))
+        if plan.exit_code:
+            raise _refuse(plan.refusal, plan.exit_code)
+        opts.confirm(_rollback_question(settings, plan))
+        expect = plan.history_id  # what was confirmed: refused if prod's history moved since
+    result = sync.rollback(settings, progress=opts.progress, expect=expect)
     opts.emit(result.as_dict(), lambda: render_rollback(result))
 
 

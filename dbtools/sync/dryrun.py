@@ -73,24 +73,31 @@ def preview(settings: Settings, command: str = "full-sync") -> Preview:
     return out
 
 
+SYNC_RUNNING = "another dbtools sync is running against this database; wait for it to finish"
+
+
+def sync_lock_held(conn: Conn) -> bool:
+    """Whether another session holds the sync lock of conn's database: a read of pg_locks,
+    never an attempt to take it. (The caller ends conn's transaction.)"""
+    key = db._lock_key("sync")
+    held = execute(
+        conn,
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+        "AND classid = %s AND objid = %s AND objsubid = 1",
+        ((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF),
+    )
+    return bool(held and held[0][0])
+
+
 def _probe_locks(settings: Settings) -> None:
     """LockBusy if the real run would find the sync lock held or a table locked past
     lock_timeout_seconds. Takes the table locks in a transaction it rolls back at once (it
     writes nothing) and only looks at the sync lock, never takes it."""
     conn = db.connect(db.target(settings, "prod"), purpose="lock", settings=settings)
     try:
-        key = db._lock_key("sync")
-        held = execute(
-            conn,
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
-            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-            "AND classid = %s AND objid = %s AND objsubid = 1",
-            ((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF),
-        )
-        if held and held[0][0]:
-            raise LockBusy(
-                "another dbtools sync is running against this database; wait for it to finish"
-            )
+        if sync_lock_held(conn):
+            raise LockBusy(SYNC_RUNNING)
         try:
             restore.lock_tables(
                 conn,

@@ -67,14 +67,17 @@ def prune(settings: Settings, *, dry_run: bool) -> archive.PruneResult:
 
 
 @dataclass
-class _RollbackChoice:
+class RollbackChoice:
+    """What a rollback would do now: the history row it undoes, that row's backup (verified,
+    of this prod), the backup's manifest and the migrations to undo first (newest first)."""
+
     entry: history.Entry
     path: Path
     manifest: fmt.Manifest
     undo: list[Migration]
 
 
-def _choose_rollback(prod: Conn, settings: Settings, ident: db.Identity) -> _RollbackChoice:
+def choose_rollback(prod: Conn, settings: Settings, ident: db.Identity) -> RollbackChoice:
     refuse_drift(prod, settings, "prod")
     cands = history.undo_candidates(prod)
     if not cands:
@@ -131,10 +134,12 @@ def _choose_rollback(prod: Conn, settings: Settings, ident: db.Identity) -> _Rol
         )
     newer = [m for m in applied if m not in manifest.migrations]
     undo = migrate_txn.plan(settings.migrations_dir, list(reversed(newer)), "rollback")
-    return _RollbackChoice(entry, path, manifest, undo)
+    return RollbackChoice(entry, path, manifest, undo)
 
 
-def rollback(settings: Settings, *, progress: Progress = None) -> ProdRestoreResult:
+def rollback(
+    settings: Settings, *, progress: Progress = None, expect: int | None = None
+) -> ProdRestoreResult:
     """The seed's Emergency Rollback: put prod back as it was before the last committed sync.
 
     The target comes from prod's own history (history module): the backup taken before the
@@ -145,12 +150,23 @@ def rollback(settings: Settings, *, progress: Progress = None) -> ProdRestoreRes
     lists migrations prod no longer has, or when a migration to undo cannot be undone inside
     a transaction. Prod is backed up first; migrations applied since are undone, newest
     first, and the backup loaded, all in ONE transaction with the history row.
+
+    `expect`: the history row the operator was shown and confirmed (undo_plan.rollback_plan);
+    if prod's history names another by the time the lock is held, the run is refused.
     """
-    chosen: list[_RollbackChoice] = []
+    chosen: list[RollbackChoice] = []
 
     def precheck(prod: Conn, _dev: Conn | None) -> None:
         ident = db.identity(prod)
-        chosen.append(_choose_rollback(prod, settings, ident))
+        choice = choose_rollback(prod, settings, ident)
+        if expect is not None and choice.entry.id != expect:
+            raise SafetyError(
+                f"refusing to roll back: prod's history changed since the question: the write "
+                f"to undo is now #{choice.entry.id} ({choice.entry.operation} committed at "
+                f"{choice.entry.committed_at}), not #{expect}; nothing was changed",
+                hint="run `dbtools rollback --dry-run` to see what a rollback would restore now",
+            )
+        chosen.append(choice)
 
     with guarded_prod_write(
         settings,
