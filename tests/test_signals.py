@@ -87,6 +87,9 @@ def test_snapshot_create_interrupted_at_each_point(seeded: Project, point: str, 
     for run in range(RUNS):
         # Half the runs are signalled inside the pause, half a random moment after it ended.
         seconds = 600 if run % 2 == 0 else rng.uniform(0.0, 0.3)
+        # new row versions, same content: an earlier run's snapshot cannot be reused for
+        # User (snapshot.dedup), so every run exports and reaches the pause
+        execute(seeded.dev_url, 'UPDATE "User" SET name = name')
         proc = start_cli(seeded, ["snapshot", "create", "--target", "dev"], f"{point}={seconds}")
         wait_marker(proc, point)
         code, text = _signal_and_check(proc, sig, rng.uniform(0.0, 0.4), seeded)

@@ -31,8 +31,8 @@ from dbtools import __version__, catalog, db, faults, interrupt, migrations
 from dbtools.config import Settings, redact
 from dbtools.db import Conn, Progress
 from dbtools.errors import DbtoolsError, SnapshotError
+from dbtools.snapshot import dedup, types
 from dbtools.snapshot import format as fmt
-from dbtools.snapshot import types
 from dbtools.snapshot.restore import lock_tables
 
 
@@ -46,6 +46,10 @@ class SnapshotResult:
     verified: bool
     manifest: fmt.Manifest
     notes: list[str] = field(default_factory=list)
+    # Tables whose files were linked from the previous snapshot (snapshot.dedup), and their
+    # bytes: what this snapshot did not write.
+    reused: list[str] = field(default_factory=list)
+    bytes_reused: int = 0
     # The xmin of the snapshot it was read in: a row whose xmin does not precede it may be
     # newer than the snapshot (sync.delta proves what it overwrites is not).
     xmin: int | None = None
@@ -64,6 +68,9 @@ class SnapshotResult:
             "schema_fingerprint": self.manifest.schema_fingerprint,
             "excluded_tables": self.manifest.excluded_tables,
             "notes": self.notes,
+            "bytes_written": self.bytes - self.bytes_reused,
+            "bytes_reused": self.bytes_reused,
+            "tables_reused": self.reused,
         }
 
 
@@ -202,8 +209,10 @@ def _export_all(
     dest: Path,
     workers: int,
     progress: Progress,
+    prev: dedup.Previous | None = None,
 ) -> dict[str, Any]:
-    """Export every table on worker connections that share the coordinator's snapshot.
+    """Export every table on worker connections that share the coordinator's snapshot; a
+    table unchanged since `prev` is linked from it instead (snapshot.dedup).
 
     A signal cancels the workers' queries (dbtools.interrupt); they stop, and every worker
     thread is joined before this returns or raises, so none outlives the command.
@@ -241,6 +250,11 @@ def _export_all(
                     table = work.get_nowait()
                 except queue.Empty:
                     return
+                if prev is not None and (reused := dedup.reuse(conn, table, prev, dest)):
+                    with lock:
+                        results[table.key] = reused
+                    db.say(progress, f"reused {table.key}: unchanged since {prev.path.name}")
+                    continue
                 result = export.export_table(
                     conn, table, dest, hash_conn=hash_conn, on_first_batch=pause.callback()
                 )
@@ -344,7 +358,8 @@ def _create(
         db.say(progress, f"snapshot of {env} ({t.masked}): {len(cat.tables)} tables")
 
         temp = fmt.new_temp_dir(env_dir)
-        exports = _export_all(t, settings, snapshot_id, cat.tables, temp, workers, progress)
+        prev = dedup.previous(env_dir, ident)
+        exports = _export_all(t, settings, snapshot_id, cat.tables, temp, workers, progress, prev)
         schema_sql = _schema_sql(t, snapshot_id, schemas, objects, settings.lock_timeout_seconds)
         (temp / fmt.SCHEMA_SQL).write_text(schema_sql, encoding="utf-8")
 
@@ -382,6 +397,7 @@ def _create(
             schema_sql_sha256=fmt.sha256_file(temp / fmt.SCHEMA_SQL),
             reason=reason,
             source=fmt.source_of(ident),
+            snapshot_xmin=snapshot_xmin,
         )
         fmt.write_manifest(temp, manifest)
         _, problems = fmt.verify_dir(temp)
@@ -409,6 +425,8 @@ def _create(
             manifest=manifest,
             notes=notes,
             xmin=snapshot_xmin,
+            reused=sorted(k for k, ex in exports.items() if isinstance(ex, dedup.Reused)),
+            bytes_reused=sum(ex.bytes for ex in exports.values() if isinstance(ex, dedup.Reused)),
         )
     except psycopg2.Error as exc:
         interrupt.raise_if_received()

@@ -42,9 +42,7 @@ from dbtools.snapshot import format as fmt
 from dbtools.snapshot import post_load, suspend
 from dbtools.snapshot.preflight import LoadPlan, check_schema
 from dbtools.sync.staging import BY_KEY, REPLACE, StagedTable, Staging
-
-_WRAP = 1 << 32
-_HALF = (1 << 31) - 1
+from dbtools.xid import newer_than
 
 
 class Conflict(Exception):
@@ -58,15 +56,6 @@ class DeltaResult:
     refreshed: list[str]
     suspended_triggers: list[str]
     seconds: float  # from the lock to the end of the writes
-
-
-def newer_than(alias: str, snapshot_xmin: int) -> str:
-    """SQL: the row `alias` was written by a transaction the backup's snapshot may not have
-    seen (its xmin does not precede the snapshot's xmin, compared modulo 2**32 as PostgreSQL
-    compares xids; the special xids 0-2 are older than everything)."""
-    smin = snapshot_xmin % _WRAP
-    x = f"{alias}.xmin::text::bigint"
-    return f"NOT ({x} < 3 OR (({smin} - {x} + {_WRAP}) % {_WRAP}) BETWEEN 1 AND {_HALF})"
 
 
 def _on_key(st: StagedTable, a: str, b: str) -> str:
@@ -305,4 +294,4 @@ def apply_locked(
     )
 
 
-__all__ = ["BY_KEY", "Conflict", "DeltaResult", "apply_locked", "newer_than"]
+__all__ = ["BY_KEY", "Conflict", "DeltaResult", "apply_locked"]

@@ -137,6 +137,9 @@ class Manifest:
     # db.identity. None in manifests written before it was recorded ("unknown source"): such
     # a snapshot is never taken for a backup of a given database.
     source: dict[str, Any] | None = None
+    # The xmin of the snapshot the rows were read in (dbtools.xid): the next snapshot of the
+    # same source proves a table unchanged against it and reuses its files (snapshot.dedup).
+    snapshot_xmin: int | None = None
     format_version: int = FORMAT_VERSION
 
     @property
@@ -195,6 +198,8 @@ class Manifest:
         }
         if self.source is not None:
             body["source"] = self.source
+        if self.snapshot_xmin is not None:
+            body["snapshot_xmin"] = self.snapshot_xmin
         return body
 
     def as_dict(self) -> dict[str, Any]:
@@ -238,6 +243,11 @@ class Manifest:
             bookkeeping_tables=_strings(data.get("bookkeeping_tables", []), "bookkeeping_tables"),
             sequences=_sequences(data.get("sequences", []), "sequences"),
             source=_source(data.get("source"), "source"),
+            snapshot_xmin=(
+                None
+                if data.get("snapshot_xmin") is None
+                else _count(data["snapshot_xmin"], "snapshot_xmin")
+            ),
         )
         manifest._validate()
         return manifest
