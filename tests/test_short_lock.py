@@ -107,10 +107,11 @@ def test_a_unique_value_moving_to_a_new_row_and_a_foreign_key(project: Project) 
     assert _synced(project.prod_url) == _synced(project.dev_url)
 
 
-def _run_with_app_write(project: Project, app_sql: str) -> dict:
-    """sync-data paused after staging (prod unlocked); the application writes; the run goes on."""
-    proc = start_cli(project, ["sync-data", "--yes", "--json"], "apply.staged=3")
-    wait_marker(proc, "apply.staged")
+def _run_with_app_write(project: Project, app_sql: str, point: str = "apply.staged") -> dict:
+    """sync-data paused (prod unlocked) at `point`: after staging, or after the backup; the
+    application writes; the run goes on."""
+    proc = start_cli(project, ["sync-data", "--yes", "--json"], f"{point}=3")
+    wait_marker(proc, point)
     execute(project.prod_url, app_sql)  # not blocked: nothing is locked yet
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, (out, err)
@@ -128,8 +129,11 @@ def test_application_writes_the_apply_does_not_touch_are_kept(diverged: Project)
     assert sorted(rows) == [(10, "renamed"), (40, "app"), (1000, "written by the app")]
 
 
-def test_a_write_to_a_row_the_apply_changes_makes_it_load_in_full(diverged: Project) -> None:
-    data = _run_with_app_write(diverged, "UPDATE item SET name = 'app' WHERE id = 10")
+@pytest.mark.parametrize("point", ["backup.done", "apply.staged"])
+def test_a_write_to_a_row_the_apply_changes_makes_it_load_in_full(
+    diverged: Project, point: str
+) -> None:
+    data = _run_with_app_write(diverged, "UPDATE item SET name = 'app' WHERE id = 10", point)
     assert data["lock"]["mode"] == "full"
     assert "changed since the backup" in data["lock"]["reason"]
     assert _synced(diverged.prod_url) == _synced(diverged.dev_url)

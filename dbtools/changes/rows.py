@@ -202,7 +202,8 @@ def changed_rows(
     sources: TableSources, key: str, dev: fmt.TableEntry, prod: fmt.TableEntry
 ) -> dict[str, list[tuple[str, int]]] | None:
     """Where each inserted, updated (dev's files) and deleted (prod's files) row of a table is
-    stored: kind -> [(file, row number)], in file order; None when the rows cannot be matched
+    stored, and prod's version of each updated row ("before"): kind -> [(file, row number)],
+    in file order; None when the rows cannot be matched
     by key (the table is then replaced whole). Needs TableSources(positions=True)."""
     assert sources.positions
     dev_shape, prod_shape = _shape(dev), _shape(prod)
@@ -218,8 +219,9 @@ def changed_rows(
         dev_view, prod_view, list(dev.primary_key), common, d_at, p_at, dev_shape
     )
     out: dict[str, list[tuple[str, int]]] = {}
-    for kind, cond in kinds.items():
-        side = "p" if kind == "deleted" else "d"
+    # "before": prod's version of each updated row, which the apply will overwrite
+    for kind, cond in [*kinds.items(), ("before", kinds["updated"])]:
+        side = "p" if kind in ("deleted", "before") else "d"
         rows = sources.con.execute(
             f"SELECT {side}.{quote_ident(FILE)}, {side}.{quote_ident(ROW)} {join} WHERE {cond} "
             "ORDER BY 1, 2"

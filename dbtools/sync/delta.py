@@ -7,11 +7,11 @@ and the changed rows were staged. Then, in the guard's one transaction:
 1. every synced table is locked IN EXCLUSIVE MODE (writes wait, reads go on: they see the old
    rows until the commit), within lock_timeout_seconds;
 2. the schema is still the snapshots' (fingerprint);
-3. no row the apply overwrites or deletes changed since the backup: each such row exists and
-   was written before the backup's snapshot began (its xmin precedes the snapshot's xmin; a
-   row a still-running transaction wrote counts as changed, conservatively), no row the apply
-   inserts exists already, a table replaced whole is unchanged altogether (same row count,
-   no row newer than the backup), and no sequence the apply sets moved. So the backup holds
+3. no row the apply overwrites or deletes changed since the backup: staging found each such
+   row equal to its backup copy and recorded its version (ctid, xmin), and each is still that
+   version (sync.staging.record_versions); no row the apply inserts exists already; a table
+   replaced whole is unchanged altogether (same row count, no row newer than the backup's
+   snapshot, dbtools.xid); and no sequence the apply sets moved. So the backup holds
    every row value the apply destroys, and `rollback` can bring it back. Rows the application
    wrote meanwhile that the apply does not touch are kept, exactly as if they had been
    written just after the commit;
@@ -77,17 +77,17 @@ def _prove_untouched(conn: Conn, st: StagedTable, xmin: int) -> None:
         if rows != st.prod_rows or newer:
             raise Conflict(f"{t.key} was written since the backup")
         return
-    for kind in ("updated", "deleted"):
-        stage = st.stages.get(kind)
-        if stage is None:
-            continue
-        rows, newer = _one(
+    if st.versions is not None:  # each row still the version staging found equal to the backup
+        (moved,) = _one(
             conn,
-            f"SELECT count(*), count(*) FILTER (WHERE {newer_than('t', xmin)}) "
-            f"FROM {t.only} t JOIN {stage} s ON {_on_key(st, 't', 's')}",
+            f"SELECT count(*) FROM {st.versions} s LEFT JOIN {t.only} t ON {_on_key(st, 't', 's')} "
+            "WHERE t.ctid IS DISTINCT FROM s.__dbtools_ctid "
+            "OR t.xmin::text IS DISTINCT FROM s.__dbtools_xmin",
         )
-        if rows != st.counts[kind] or newer:
-            raise Conflict(f"rows of {t.key} that the apply {kind[:-1]}s changed since the backup")
+        if moved:
+            raise Conflict(
+                f"{moved} rows of {t.key} that the apply changes changed since the backup"
+            )
     stage = st.stages.get("inserted")
     if stage is not None:
         (rows,) = _one(

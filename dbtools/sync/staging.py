@@ -36,6 +36,8 @@ from dbtools.snapshot.preflight import LoadPlan
 BY_KEY = "by_key"
 REPLACE = "replace"
 KINDS = ("inserted", "updated", "deleted")
+# what is staged: the kinds, and the backup's version of every updated row ("before")
+_STAGED = (*KINDS, "before")
 
 
 @dataclass
@@ -46,6 +48,9 @@ class StagedTable:
     stages: dict[str, str] = field(default_factory=dict)  # kind -> temp table (quoted)
     counts: dict[str, int] = field(default_factory=dict)  # kind -> rows
     prod_rows: int = 0  # rows in the backup
+    # BY_KEY: the row versions (ctid, xmin) found, when staging ended, for every row the apply
+    # will overwrite or delete, each then equal to its backup copy (`record_versions`)
+    versions: str | None = None
 
     @property
     def key(self) -> list[str]:
@@ -146,10 +151,11 @@ def stage_changes(
             positions = changed_rows(sources, table.key, d, p) if table.primary_key else None
             mode = BY_KEY if positions is not None else REPLACE
             entry = StagedTable(table, mode, columns, prod_rows=p.rows)
-            for kind in KINDS:
+            for kind in _STAGED:
                 if mode == REPLACE and kind != "inserted":
                     continue
-                directory, man = (prod_dir, p) if kind == "deleted" else (dev_dir, d)
+                from_prod = kind in ("deleted", "before")
+                directory, man = (prod_dir, p) if from_prod else (dev_dir, d)
                 files = list(man.files)
                 if positions is None:  # replaced whole: every dev row
                     batches = load._batches(directory, files, columns)
@@ -164,7 +170,7 @@ def stage_changes(
                 name = quote_ident(f"__dbtools_stage_{n}_{kind}")
                 entry.counts[kind] = _stage(conn, table, name, columns, batches)
                 entry.stages[kind] = name
-                total += entry.counts[kind]
+                total += entry.counts[kind] if kind != "before" else 0
             if mode == REPLACE:
                 entry.counts["deleted"] = p.rows
             staged.append(entry)
@@ -180,4 +186,39 @@ def stage_changes(
     finally:
         con.close()
         spill.cleanup()
+    for n, entry in enumerate(staged):
+        changed = record_versions(conn, entry, n)
+        if changed:
+            return changed
     return Staging(staged, unchanged, total)
+
+
+def _on_key(st: StagedTable, a: str, b: str) -> str:
+    return " AND ".join(f"{a}.{quote_ident(k)} = {b}.{quote_ident(k)}" for k in st.key)
+
+
+def record_versions(conn: Conn, st: StagedTable, n: int) -> str:
+    """Prove, in one statement (one view of prod), that every row the apply will overwrite or
+    delete is still exactly the backup's copy, and record its version (ctid, xmin): under the
+    lock, an unchanged version proves the row unchanged since the backup, with no assumption
+    about transactions. '' when it holds, else why not (the run then loads in full)."""
+    sources = [st.stages[k] for k in ("before", "deleted") if k in st.stages]
+    if st.mode != BY_KEY or not sources:
+        return ""
+    keys = ", ".join(f"s.{quote_ident(k)}" for k in st.key)
+    differs = " OR ".join(
+        f"t.{quote_ident(c)}::text IS DISTINCT FROM s.{quote_ident(c)}::text" for c in st.columns
+    )
+    name = quote_ident(f"__dbtools_versions_{n}")
+    select = " UNION ALL ".join(
+        f"SELECT {keys}, t.ctid AS __dbtools_ctid, t.xmin::text AS __dbtools_xmin, "
+        f"(t.ctid IS NULL OR {differs}) AS __dbtools_differs "
+        f"FROM {stage} s LEFT JOIN {st.table.only} t ON {_on_key(st, 't', 's')}"
+        for stage in sources
+    )
+    execute(conn, f"CREATE TEMP TABLE {name} ON COMMIT DROP AS {select}")
+    (bad,) = execute(conn, f"SELECT count(*) FILTER (WHERE __dbtools_differs) FROM {name}")[0]
+    if bad:
+        return f"{bad} rows of {st.table.key} that the apply changes changed since the backup"
+    st.versions = name
+    return ""
