@@ -102,6 +102,9 @@ def test_saved_plan_is_private_and_named_by_its_content(diverged: Project) -> No
         diverged, "--dev-snapshot", plan["dev"]["path"], "--prod-snapshot", plan["prod"]["path"]
     )
     assert again["plan_id"] == plan["plan_id"]
+    # named as every command names snapshots
+    latest = _plan(diverged, "--dev-snapshot", "dev:latest", "--prod-snapshot", "prod:latest")
+    assert latest["plan_id"] == plan["plan_id"]
 
 
 def test_swapped_snapshots_or_one_database_twice_are_refused(diverged: Project) -> None:
@@ -114,7 +117,7 @@ def test_swapped_snapshots_or_one_database_twice_are_refused(diverged: Project) 
     )
     missing = diverged.invoke("plan", "--dev-snapshot", dev + "-x", "--prod-snapshot", prod)
     assert missing.exit_code == 2
-    assert missing.output.splitlines()[0] == f"error: no dev snapshot at {dev}-x"
+    assert missing.output.splitlines()[0].startswith(f"error: snapshot {dev}-x does not exist")
 
     env = {**diverged.env, "DEV_DATABASE_URL": diverged.prod_url}
     configure(diverged, f"dev_database = {diverged.prod_name}")

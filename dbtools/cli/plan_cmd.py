@@ -14,6 +14,7 @@ from dbtools import changes, db, history, sync
 from dbtools.cli.output import Options, common_options, table
 from dbtools.cli.sync_cmd import render_sync
 from dbtools.errors import ConfigError
+from dbtools.snapshot import archive
 
 _KINDS = ("inserted", "updated", "deleted")
 
@@ -129,19 +130,21 @@ def render_markdown(cs: changes.ChangeSet, saved: Path | None = None) -> str:
 @click.command()
 @click.option(
     "--dev-snapshot",
-    type=click.Path(path_type=Path, file_okay=False),
-    help="Compare this dev snapshot instead of taking a fresh one (with --prod-snapshot).",
+    metavar="SNAPSHOT",
+    help="Compare this dev snapshot (dev/STAMP, dev:latest or a path) instead of taking a "
+    "fresh one (with --prod-snapshot).",
 )
 @click.option(
     "--prod-snapshot",
-    type=click.Path(path_type=Path, file_okay=False),
-    help="Compare with this prod snapshot instead of prod's current state.",
+    metavar="SNAPSHOT",
+    help="Compare with this prod snapshot (prod/STAMP, prod:latest or a path) instead of "
+    "prod's current state.",
 )
 @click.option("--markdown", is_flag=True, help="Print Markdown (for a GitHub step summary).")
 @click.option("--save", is_flag=True, help="Write the plan into the archive (snapshots/plans/).")
 @common_options()
 def plan(
-    opts: Options, dev_snapshot: Path | None, prod_snapshot: Path | None, markdown: bool, save: bool
+    opts: Options, dev_snapshot: str | None, prod_snapshot: str | None, markdown: bool, save: bool
 ) -> None:
     """What sync-data would change in prod, row by row, writing nothing to either database.
 
@@ -161,8 +164,8 @@ def plan(
     settings = opts.settings
     if dev_snapshot is not None and prod_snapshot is not None:
         cs = changes.compare(
-            dev_snapshot,
-            prod_snapshot,
+            archive.resolve_path(settings, dev_snapshot),
+            archive.resolve_path(settings, prod_snapshot),
             preserved=changes.preserved_keys(settings),
             excluded=changes.excluded_keys(settings),
         )

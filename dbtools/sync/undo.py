@@ -86,7 +86,7 @@ def choose_rollback(prod: Conn, settings: Settings, ident: db.Identity) -> Rollb
             "or restore to undo (dbtools records each one in prod as it commits); nothing was "
             "changed",
             hint="to load a backup on purpose: `dbtools snapshot list --env prod`, then "
-            "`dbtools restore STAMP --target prod`",
+            "`dbtools restore prod/STAMP --target prod`",
         )
     entry = cands[0]
     path = _recorded_backup(settings, entry)
