@@ -281,3 +281,22 @@ def test_sync_data_and_full_sync_say_how_prod_was_locked(project: Project) -> No
     short = r"prod's writes waited \d+\.\d\d s \(short lock: only the changes were written"
     full = r"loaded in full under the write lock \(\d+\.\d s\): \S"
     assert re.search(f"{short}|{full}", result.output), result.output
+
+
+def test_restore_into_prod_shows_the_snapshot_then_asks_and_no_changes_nothing(
+    after_full_sync: Project,
+) -> None:
+    project = after_full_sync
+    (backup,) = prod_backups(project)
+    before = digests(project.prod_url)
+
+    code, out = _answer(project, ["restore", f"prod/{backup.name}", "--target", "prod"], "n")
+
+    assert code == EXIT_DECLINED, out
+    question = "replace every table of the prod database"
+    shown = f"snapshot: prod/{backup.name} of {project.prod_name}"
+    assert shown in out and "every table's rows are replaced" in out
+    assert out.index(shown) < out.index(question)
+    assert "cancelled: nothing was changed" in out
+    assert digests(project.prod_url) == before
+    assert prod_backups(project) == [backup]

@@ -352,9 +352,21 @@ def restore_cmd(opts: Options, ref: str, target: str, allow_other_source: bool) 
     """
     settings = opts.settings
     resolved = archive.resolve_path(settings, ref)
-    if not opts.yes:
+    question = f"replace every table of {target} by {resolved}"
+    if opts.will_ask(question):
         # Refuse a damaged snapshot before asking; with --yes the load verifies it first anyway.
-        restore.verified_manifest(resolved)
+        manifest = restore.verified_manifest(resolved)
+        preserved = ", ".join(settings.preserved_tables) if target == "prod" else ""
+        opts.show(
+            f"restore into {target} ({_masked(settings.urls.get(target))}), nothing written yet:\n"
+            f"  snapshot: {manifest.env}/{Path(resolved).name} of {manifest.database}, taken "
+            f"{manifest.created_at} ({manifest.reason})\n"
+            f"  {len(manifest.tables)} tables, {manifest.rows} rows, migrations up to "
+            f"{manifest.migration_head or 'none'}\n"
+            f"  every table's rows are replaced by the snapshot's"
+            + (f" (preserved tables too: {preserved})" if preserved else "")
+            + ("; prod is backed up first, verified" if target == "prod" else "")
+        )
     opts.confirm(
         f"replace every table of the {target} database "
         f"({_masked(settings.urls.get(target))}) by {resolved}?"
