@@ -534,3 +534,55 @@ def test_migrate_test_names_a_rollback_that_does_not_undo(
     problem = next(line for line in result.output.splitlines() if line.startswith("problem: "))
     assert said in problem, problem
     assert _scratch_databases() == before
+
+
+def test_migrate_test_data_fills_the_projects_tables_and_passes(project: Project) -> None:
+    before = _scratch_databases()
+    result = project.invoke("migrate", "test", "--data", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["data"] is True and data["ok"] is True
+    # every table of the marketplace got rows, foreign keys and enums included
+    assert data["notes"] == [] and data["filled"]["public.User"] == 20
+    assert data["filled"]["public.Booking"] == 20
+    assert _scratch_databases() == before
+
+
+RENAME = (
+    "-- depends: 0003_rename_user_image\n"
+    + 'ALTER TABLE "User" RENAME COLUMN "name" TO "fullName";\n'
+)
+
+
+@pytest.mark.parametrize(
+    "rollback,loses",
+    [
+        ('ALTER TABLE "User" RENAME COLUMN "fullName" TO "name";\n', False),
+        # the schema comes back exactly, the names do not
+        (
+            'ALTER TABLE "User" DROP COLUMN "fullName";\n'
+            'ALTER TABLE "User" ADD COLUMN "name" TEXT;\n',
+            True,
+        ),
+    ],
+    ids=["rename-back", "drop-and-add"],
+)
+def test_migrate_test_data_names_a_rollback_that_loses_values(
+    project: Project, own_migrations: Path, rollback: str, loses: bool
+) -> None:
+    (own_migrations / "0004_rename_name.sql").write_text(RENAME)
+    (own_migrations / "0004_rename_name.rollback.sql").write_text(rollback)
+
+    plain = project.invoke("migrate", "test")
+    result = project.invoke("migrate", "test", "--data")
+
+    assert plain.exit_code == 0, plain.output  # the schema alone cannot tell
+    if not loses:
+        assert result.exit_code == 0, result.output
+        return
+    assert result.exit_code == 1, result.output
+    problem = next(line for line in result.output.splitlines() if line.startswith("problem: "))
+    assert problem.startswith(
+        "problem: 0004_rename_name rollback: 0004_rename_name.rollback.sql loses rows or "
+        "values that 0004_rename_name kept: public.User.name: values changed"
+    ), problem

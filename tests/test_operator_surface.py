@@ -431,7 +431,8 @@ def test_pull_requests_touching_migrations_are_linted_and_round_tripped() -> Non
     runs = [s.get("run", "") for s in job["steps"]]
     assert "make install" in runs
     assert any('make migrate-lint FILES="$(echo $files)"' in r for r in runs)
-    assert "make migrate-test" in runs
+    # with generated rows, and the schema diff each migration makes into the step summary
+    assert 'make migrate-test DBTOOLS_FLAGS="--data --markdown" >> "$GITHUB_STEP_SUMMARY"' in runs
     result = run([venv_tool("actionlint") or "actionlint", str(MIGRATIONS_WORKFLOW)])
     assert result.returncode == 0, result.stdout + result.stderr
     for target, argv in (
@@ -458,7 +459,7 @@ def test_migrate_test_runs_with_only_a_dev_server_as_in_that_workflow(
         "PYTHONPATH": str(REPO),
     }
     done = subprocess.run(
-        [sys.executable, "-m", "dbtools", "migrate", "test"],
+        [sys.executable, "-m", "dbtools", "migrate", "test", "--data", "--markdown"],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -466,4 +467,7 @@ def test_migrate_test_runs_with_only_a_dev_server_as_in_that_workflow(
         timeout=300,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "migrate test: ok" in done.stdout
+    assert "### migrate test --data: passed" in done.stdout
+    # the schema each migration makes: 0003 renames User.image (a column dropped, one added)
+    assert "<details><summary>0003_rename_user_image: added 1, " in done.stdout
+    assert "- added: `column public.User.image`" in done.stdout

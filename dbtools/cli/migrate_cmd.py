@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -256,22 +257,38 @@ def lint_cmd(opts: Options, files: tuple[Path, ...]) -> None:
 
 
 @migrate.command("test")
+@click.option(
+    "--data",
+    is_flag=True,
+    help="Fill every new table with generated rows; no migration or rollback may lose a row "
+    "or a value it does not mean to drop.",
+)
+@click.option(
+    "--markdown",
+    is_flag=True,
+    help="Print Markdown: the results and the schema objects each migration adds, changes "
+    "and drops (for a pull request's step summary).",
+)
 @common_options()
-def test_cmd(opts: Options) -> None:
+def test_cmd(opts: Options, data: bool, markdown: bool) -> None:
     """Apply, roll back and re-apply every migration on a scratch database (exit 1 if any
     rollback does not undo its migration, or a step fails).
 
     The scratch database is created on dev's server and dropped at the end; dev's own data
     and schema are not touched. Each rollback must return the schema to exactly what it was
-    before its migration: an empty, missing or incomplete rollback file is named.
+    before its migration: an empty, missing or incomplete rollback file is named. With
+    --data, the tables each migration creates get generated rows, and every step must keep
+    every row and value except those it drops or writes on purpose (a rollback that
+    recreates a renamed column empty is named).
 
     \b
-    Example:
+    Examples:
       dbtools migrate test
+      dbtools migrate test --data --markdown >> "$GITHUB_STEP_SUMMARY"
     """
     from dbtools.migrations.roundtrip import round_trip
 
-    result = round_trip(opts.settings)
+    result = round_trip(opts.settings, data=data)
     rows = [
         [s.migration, s.apply or "-", s.rollback or "-", s.reapply or "-"] for s in result.steps
     ]
@@ -280,10 +297,38 @@ def test_cmd(opts: Options) -> None:
         out = [f"migrate test on a scratch database of {result.server}"]
         out.append(table(rows, ["migration", "apply", "rollback", "apply again"]))
         out += [f"problem: {p}" for p in result.problems]
+        out += [f"note: {n}" for n in result.notes]
         out.append("migrate test: ok" if result.ok else "migrate test: FAILED")
         return "\n".join(out)
 
-    opts.emit(result.as_dict(), text, exit_code=0 if result.ok else EXIT_CHECK_FAILED)
+    opts.emit(
+        result.as_dict(),
+        (lambda: _test_markdown(result)) if markdown else text,
+        exit_code=0 if result.ok else EXIT_CHECK_FAILED,
+    )
+
+
+def _test_markdown(result: Any) -> str:
+    """migrate test as a step summary: the verdict, each step, and what each migration does
+    to the schema (newest first: a pull request's own migrations are the newest)."""
+    mark = "passed" if result.ok else "FAILED"
+    lines = [f"### migrate test{' --data' if result.data else ''}: {mark}", ""]
+    lines += ["| migration | apply | rollback | apply again |", "|---|---|---|---|"]
+    for s in result.steps:
+        cells = [s.migration, s.apply or "-", s.rollback or "-", s.reapply or "-"]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    lines += [""] + [f"- problem: {p}" for p in result.problems]
+    lines += [f"- note: {n}" for n in result.notes]
+    lines += ["", "#### Schema changes, newest migration first", ""]
+    for s in reversed(result.steps):
+        kinds = (("added", s.added), ("changed", s.changed), ("dropped", s.dropped))
+        said = [f"{k} {len(v)}" for k, v in kinds if v]
+        lines.append(f"<details><summary>{s.migration}: {', '.join(said) or 'no change'}</summary>")
+        lines.append("")
+        for kind, names in kinds:
+            lines += [f"- {kind}: `{n}`" for n in names]
+        lines += ["", "</details>"]
+    return "\n".join(lines)
 
 
 @migrate.command("new")

@@ -23,6 +23,7 @@ from yoyo.migrations import Migration
 from dbtools import catalog, db
 from dbtools.config import Settings
 from dbtools.errors import ConfigError, DbtoolsError
+from dbtools.migrations import fill
 from dbtools.migrations.files import (
     error_place,
     file_statements,
@@ -38,6 +39,10 @@ class StepResult:
     apply: str = ""  # "ok" or what went wrong
     rollback: str = ""
     reapply: str = ""
+    # the schema objects the migration adds, changes and drops ("kind name")
+    added: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -48,6 +53,9 @@ class StepResult:
 class RoundTrip:
     server: str
     steps: list[StepResult] = field(default_factory=list)
+    data: bool = False  # --data: generated rows, checked through every step
+    notes: list[str] = field(default_factory=list)  # tables the generated rows could not fill
+    filled: dict[str, int] = field(default_factory=dict)  # table -> generated rows
 
     @property
     def ok(self) -> bool:
@@ -69,6 +77,9 @@ class RoundTrip:
             "ok": self.ok,
             "steps": [s.__dict__ | {"ok": s.ok} for s in self.steps],
             "problems": self.problems,
+            "data": self.data,
+            "notes": self.notes,
+            "filled": self.filled,
         }
 
 
@@ -109,14 +120,15 @@ def _scratch_target(t: db.Target, name: str) -> db.Target:
     return db.Target(env="dev", url=url, expected_name=name)
 
 
-def round_trip(settings: Settings) -> RoundTrip:
-    """Apply, roll back and re-apply every migration on a scratch database of dev's server."""
+def round_trip(settings: Settings, *, data: bool = False) -> RoundTrip:
+    """Apply, roll back and re-apply every migration on a scratch database of dev's server;
+    with `data`, through generated rows that no step may lose (migrations.fill)."""
     t = db.target(settings, "dev")
     migrations = load_migrations(settings.migrations_dir)
     schemas = list(settings.schemas)
     admin = db.connect(t, settings=settings, autocommit=True)
     name = f"dbtools_mtest_{uuid.uuid4().hex[:10]}"
-    result = RoundTrip(server=t.masked.rsplit("/", 1)[0])
+    result = RoundTrip(server=t.masked.rsplit("/", 1)[0], data=data)
     try:
         try:
             with admin.cursor() as cur:
@@ -141,6 +153,10 @@ def round_trip(settings: Settings) -> RoundTrip:
     return result
 
 
+def _tables(objects: dict[str, str]) -> set[str]:
+    return {name.partition(" ")[2] for name in objects if name.startswith("table ")}
+
+
 def _exercise(
     conn: psycopg2.extensions.connection,
     migrations: list[Migration],
@@ -151,16 +167,35 @@ def _exercise(
         conn.autocommit = True
         return catalog.schema_objects(conn, schemas)
 
+    def rows() -> fill.Digest:
+        conn.autocommit = True
+        return fill.digest(conn, schemas) if result.data else {}
+
     before: list[dict[str, str]] = []
+    before_rows: list[fill.Digest] = []
     for m in migrations:
         step = StepResult(m.id)
         result.steps.append(step)
         before.append(objects())
+        before_rows.append(rows())
         step.apply = _run(conn, m, Path(m.path), file_statements(Path(m.path)))
         if step.apply != "ok":
             return  # later migrations build on this one: nothing more to learn
+        made = catalog.diff_objects(before[-1], objects())
+        step.added, step.dropped = made.only_right, made.only_left
+        step.changed = [name for name, _, _ in made.changed]
+        if result.data:
+            gone = fill.lost(before_rows[-1], rows(), fill.intent(Path(m.path)))
+            if gone:
+                step.apply = f"{m.id} lost rows or values it does not drop: {'; '.join(gone[:3])}"
+                return
+            new = _tables(objects()) - _tables(before[-1])
+            filled = fill.fill(conn, schemas, new)
+            result.notes += [f"{k}: not filled ({why})" for k, why in filled.skipped.items()]
+            result.filled.update(filled.rows)
     head = objects()
-    for m, was in zip(reversed(migrations), reversed(before), strict=True):
+    for i in reversed(range(len(migrations))):
+        m, was = migrations[i], before[i]
         step = next(s for s in result.steps if s.migration == m.id)
         try:
             statements = rollback_statements(m)
@@ -176,6 +211,18 @@ def _exercise(
                 f"{rollback_path(m).name} does not undo {m.id}: {_first_difference(was, now)}"
             )
             return
+        if result.data:
+            meant = fill.intent(Path(m.path))
+            undo = fill.intent(rollback_path(m))
+            meant.tables |= undo.tables
+            meant.columns |= undo.columns
+            gone = fill.lost(before_rows[i], rows(), meant)
+            if gone:
+                step.rollback = (
+                    f"{rollback_path(m).name} loses rows or values that {m.id} kept: "
+                    + "; ".join(gone[:3])
+                )
+                return
     for m in migrations:
         step = next(s for s in result.steps if s.migration == m.id)
         step.reapply = _run(conn, m, Path(m.path), file_statements(Path(m.path)))
