@@ -390,21 +390,27 @@ def main() -> None:
         sync_text = sync_bench.report(sync_rows, sync_bench.run(sync_rows))
         print(sync_text)
         if not args.no_write:
-            sync_bench.write(sync_text)
+            write_block("bench:sync", sync_text)
     if not args.no_write:
-        target = REPO / "docs" / "BENCHMARKS.md"
-        body = target.read_text() if target.exists() else ""
-        marker = "<!-- bench:results -->"
-        stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-        block = f"{marker}\nMeasured {stamp} on {machine()}.\n\n{text}{marker}"
-        if body.count(marker) == 2:
-            head, _, rest = body.partition(marker)
-            _, _, tail = rest.partition(marker)
-            body = head + block + tail
-        else:
-            body = (body or "# Benchmarks\n\n") + block + "\n"
-        target.write_text(body)
-        print(f"wrote {target}")
+        write_block("bench:results", text)
+
+
+def write_block(name: str, text: str) -> None:
+    """Put `text`, stamped with the time and machine, between the two `<!-- name -->`
+    markers of docs/BENCHMARKS.md (at its end the first time)."""
+    target = REPO / "docs" / "BENCHMARKS.md"
+    body = target.read_text() if target.exists() else "# Benchmarks\n"
+    marker = f"<!-- {name} -->"
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    block = f"{marker}\nMeasured {stamp} on {machine()}.\n\n{text}{marker}"
+    if body.count(marker) == 2:
+        head, _, rest = body.partition(marker)
+        _, _, tail = rest.partition(marker)
+        body = head + block + tail
+    else:
+        body = body.rstrip("\n") + "\n\n" + block + "\n"
+    target.write_text(body)
+    print(f"wrote {target}")
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ import psycopg2
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
-from run import admin, db_url, machine, run_sql  # noqa: E402
+from run import admin, db_url, machine, run_sql, write_block  # noqa: E402
 
 APP_IDS = 100_000_000  # the application's own rows start here: never in dev
 _APP_ROW = itertools.count(APP_IDS + 1)  # one sequence for every App of the run
@@ -368,24 +368,7 @@ def main() -> None:
     print(machine())
     print(text)
     if not args.no_write:
-        write(text)
-
-
-def write(text: str) -> None:
-    """Put the results between the bench:sync markers of docs/BENCHMARKS.md."""
-    target = REPO / "docs" / "BENCHMARKS.md"
-    body = target.read_text()
-    marker = "<!-- bench:sync -->"
-    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    block = f"{marker}\nMeasured {stamp} on {machine()}.\n\n{text}{marker}"
-    if body.count(marker) == 2:
-        head, _, rest = body.partition(marker)
-        _, _, tail = rest.partition(marker)
-        body = head + block + tail
-    else:
-        body = body.rstrip("\n") + "\n\n" + block + "\n"
-    target.write_text(body)
-    print(f"wrote {target}")
+        write_block("bench:sync", text)
 
 
 if __name__ == "__main__":

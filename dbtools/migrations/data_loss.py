@@ -184,32 +184,36 @@ def _losses_of(conn: Conn, m: Migration) -> list[Loss]:
     return out
 
 
+def _refuse(where: str, what: str, found: list[Loss], hint: str) -> SafetyError:
+    return SafetyError(
+        f"refusing to migrate {where}: the migrations would {what} there: "
+        + "; ".join(x.described for x in found)
+        + "; nothing was changed",
+        hint=hint,
+    )
+
+
 def refuse_losses(conn: Conn, plan: Sequence[Migration], where: str) -> list[Loss]:
     """SafetyError (exit 3) naming each unacknowledged loss and each constraint existing rows
     would fail; the acknowledged losses otherwise."""
     found = losses(conn, plan)
     failing = [x for x in found if x.fails]
     if failing:
-        first = failing[0]
-        raise SafetyError(
-            f"refusing to migrate {where}: the migrations would fail there: "
-            + "; ".join(x.described for x in failing)
-            + "; nothing was changed",
-            hint=(
-                f"fix those rows first, or change {Path(first.file).name} (e.g. a DEFAULT, "
-                "or add the CHECK as NOT VALID and validate it after cleaning the data)"
-            ),
+        raise _refuse(
+            where,
+            "fail",
+            failing,
+            f"fix those rows first, or change {Path(failing[0].file).name} (e.g. a DEFAULT, "
+            "or add the CHECK as NOT VALID and validate it after cleaning the data)",
         )
     open_ = [x for x in found if not x.acknowledged]
     if open_:
         first = open_[0]
-        raise SafetyError(
-            f"refusing to migrate {where}: the migrations would destroy data there: "
-            + "; ".join(x.described for x in open_)
-            + "; nothing was changed",
-            hint=(
-                f"if that is intended, say why at the top of {Path(first.file).name}: "
-                f'-- dbtools: allow {first.rule} "{first.name}": <reason>'
-            ),
+        raise _refuse(
+            where,
+            "destroy data",
+            open_,
+            f"if that is intended, say why at the top of {Path(first.file).name}: "
+            f'-- dbtools: allow {first.rule} "{first.name}": <reason>',
         )
     return found

@@ -34,28 +34,20 @@ from dbtools import catalog, db
 from dbtools.errors import SnapshotError
 from dbtools.snapshot import format as fmt
 from dbtools.snapshot import types
+from dbtools.snapshot.export import TableExport
 from dbtools.xid import newer_than
 
 _STORAGE = ("arrow_type", "encoding", "fallback")  # how a column is stored, beside what it is
+
+
+class Reused(TableExport):
+    """An export that wrote nothing: the previous snapshot's files, linked (same fields)."""
 
 
 @dataclass
 class Previous:
     path: Path
     manifest: fmt.Manifest
-
-
-@dataclass
-class Reused:
-    """What the export would have returned (snapshot.export.TableExport's fields)."""
-
-    table: str
-    rows: int
-    files: list[str]
-    bytes: int
-    columns: list[dict[str, Any]]
-    content_hash: str
-    fallbacks: list[str]
 
 
 def previous(env_dir: Path, identity: db.Identity) -> Previous | None:

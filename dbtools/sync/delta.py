@@ -42,6 +42,7 @@ from dbtools.snapshot import format as fmt
 from dbtools.snapshot import post_load, suspend
 from dbtools.snapshot.preflight import LoadPlan, check_schema
 from dbtools.sync.staging import BY_KEY, REPLACE, StagedTable, Staging
+from dbtools.sync.staging import on_key as _on_key
 from dbtools.xid import newer_than
 
 
@@ -58,13 +59,15 @@ class DeltaResult:
     seconds: float  # from the lock to the end of the writes
 
 
-def _on_key(st: StagedTable, a: str, b: str) -> str:
-    return " AND ".join(f"{a}.{quote_ident(k)} = {b}.{quote_ident(k)}" for k in st.key)
-
-
 def _one(conn: Conn, sql: str) -> tuple[Any, ...]:
     rows = execute(conn, sql)
     return tuple(rows[0])
+
+
+def _matching(conn: Conn, st: StagedTable, stage: str) -> int:
+    """Rows of the table whose key is one of the stage's."""
+    (rows,) = _one(conn, f"SELECT count(*) FROM {st.table.only} t JOIN {stage} s ON {_on_key(st)}")
+    return int(rows)
 
 
 def _prove_untouched(conn: Conn, st: StagedTable, xmin: int) -> None:
@@ -80,7 +83,7 @@ def _prove_untouched(conn: Conn, st: StagedTable, xmin: int) -> None:
     if st.versions is not None:  # each row still the version staging found equal to the backup
         (moved,) = _one(
             conn,
-            f"SELECT count(*) FROM {st.versions} s LEFT JOIN {t.only} t ON {_on_key(st, 't', 's')} "
+            f"SELECT count(*) FROM {st.versions} s LEFT JOIN {t.only} t ON {_on_key(st)} "
             "WHERE t.ctid IS DISTINCT FROM s.__dbtools_ctid "
             "OR t.xmin::text IS DISTINCT FROM s.__dbtools_xmin",
         )
@@ -89,12 +92,8 @@ def _prove_untouched(conn: Conn, st: StagedTable, xmin: int) -> None:
                 f"{moved} rows of {t.key} that the apply changes changed since the backup"
             )
     stage = st.stages.get("inserted")
-    if stage is not None:
-        (rows,) = _one(
-            conn, f"SELECT count(*) FROM {t.only} t JOIN {stage} s ON {_on_key(st, 't', 's')}"
-        )
-        if rows:
-            raise Conflict(f"{rows} keys of {t.key} that the apply inserts exist already")
+    if stage is not None and (rows := _matching(conn, st, stage)):
+        raise Conflict(f"{rows} keys of {t.key} that the apply inserts exist already")
 
 
 def _sequences(
@@ -125,7 +124,7 @@ def _write(conn: Conn, st: StagedTable, kind: str) -> None:
         elif stage is None:
             return
         else:
-            sql = f"DELETE FROM {t.only} t USING {stage} s WHERE {_on_key(st, 't', 's')}"
+            sql = f"DELETE FROM {t.only} t USING {stage} s WHERE {_on_key(st)}"
     elif stage is None:
         return
     elif kind == "inserted":
@@ -139,9 +138,7 @@ def _write(conn: Conn, st: StagedTable, kind: str) -> None:
         sets = [f"{c} = s.{c}" for c, n in zip(cols, st.columns, strict=True) if n not in st.key]
         if not sets:
             return
-        sql = (
-            f"UPDATE {t.only} t SET {', '.join(sets)} FROM {stage} s WHERE {_on_key(st, 't', 's')}"
-        )
+        sql = f"UPDATE {t.only} t SET {', '.join(sets)} FROM {stage} s WHERE {_on_key(st)}"
     with conn.cursor() as cur:
         cur.execute(sql)
         done = cur.rowcount
@@ -207,17 +204,13 @@ def _verify(conn: Conn, st: StagedTable, dev: fmt.Manifest) -> None:
         rows, wrong = _one(
             conn,
             f"SELECT count(*), count(*) FILTER (WHERE {differs}) "
-            f"FROM {t.only} t JOIN {stage} s ON {_on_key(st, 't', 's')}",
+            f"FROM {t.only} t JOIN {stage} s ON {_on_key(st)}",
         )
         if rows != st.counts[kind] or wrong:
             raise Conflict(f"{t.key}: {wrong} {kind} rows differ from dev's after the apply")
     stage = st.stages.get("deleted")
-    if stage is not None:
-        (rows,) = _one(
-            conn, f"SELECT count(*) FROM {t.only} t JOIN {stage} s ON {_on_key(st, 't', 's')}"
-        )
-        if rows:
-            raise Conflict(f"{t.key}: {rows} deleted rows are still there")
+    if stage is not None and (rows := _matching(conn, st, stage)):
+        raise Conflict(f"{t.key}: {rows} deleted rows are still there")
 
 
 def apply_locked(

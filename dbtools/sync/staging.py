@@ -193,7 +193,8 @@ def stage_changes(
     return Staging(staged, unchanged, total)
 
 
-def _on_key(st: StagedTable, a: str, b: str) -> str:
+def on_key(st: StagedTable, a: str = "t", b: str = "s") -> str:
+    """SQL: rows `a` and `b` have the same primary key."""
     return " AND ".join(f"{a}.{quote_ident(k)} = {b}.{quote_ident(k)}" for k in st.key)
 
 
@@ -213,7 +214,7 @@ def record_versions(conn: Conn, st: StagedTable, n: int) -> str:
     select = " UNION ALL ".join(
         f"SELECT {keys}, t.ctid AS __dbtools_ctid, t.xmin::text AS __dbtools_xmin, "
         f"(t.ctid IS NULL OR {differs}) AS __dbtools_differs "
-        f"FROM {stage} s LEFT JOIN {st.table.only} t ON {_on_key(st, 't', 's')}"
+        f"FROM {stage} s LEFT JOIN {st.table.only} t ON {on_key(st)}"
         for stage in sources
     )
     execute(conn, f"CREATE TEMP TABLE {name} ON COMMIT DROP AS {select}")
