@@ -66,7 +66,7 @@ def test_prisma_table_roundtrip_native_types_and_manifest_columns(
     assert exp.content_hash.startswith("v1:2500:")
     cols = {c["name"]: c for c in exp.columns}
     assert cols["roles"]["pg_type"] == '"UserRole"[]'
-    assert cols["roles"]["encoding"] == "text"
+    assert cols["roles"]["encoding"] == "native"  # an enum[] is a list of dictionary strings
     assert cols["roles"]["enum_labels"] == ["CLIENT", "BUILDER", "ADMIN", "SUBSCRIBER"]
     assert cols["hourlyRate"]["arrow_type"] == "decimal128(10, 2)"
     assert cols["createdAt"]["encoding"] == "native"
@@ -76,6 +76,7 @@ def test_prisma_table_roundtrip_native_types_and_manifest_columns(
     data = pq.read_table(tmp_path / "public.User.parquet")
     assert data.schema.field("emailVerified").type == pa.timestamp("us")
     assert data.schema.field("isDemo").type == pa.bool_()
+    assert pa.types.is_list(data.schema.field("roles").type)
 
 
 def test_max_file_rows_writes_part_files_that_load_back(

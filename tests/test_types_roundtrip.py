@@ -77,6 +77,11 @@ def roundtrip(
     finally:
         src.rollback()
         src.set_session(isolation_level="READ COMMITTED")
+    # The manifest describes the files: every file stores every column one way.
+    for rel in exp.files:
+        schema = pq.read_schema(dest / rel)
+        for c in exp.columns:
+            assert str(schema.field(c["name"]).type) == c["arrow_type"], (rel, c)
     target = table_of(dst, name)
     loaded = load_table(dst, target, dest, exp.files, exp.columns)
     assert loaded == exp.rows
@@ -174,6 +179,18 @@ def test_edge_values_survive_roundtrip_exactly(pair: tuple, tmp_path: Path) -> N
     for name in ("i2", "i4", "i8", "f4", "f8", "b", "t", "jb", "role"):
         assert cols[name]["encoding"] == "native", name
     assert cols["n"]["encoding"] == "text"  # unconstrained numeric: arbitrary precision
+    # One-dimensional arrays are lists of their element type, enums dictionaries of their
+    # labels; int[][] holds 2-D values and fell back to the literal, saying why.
+    assert cols["ta"]["arrow_type"] == "list<element: string>"
+    assert cols["ia"]["arrow_type"] == "list<element: int32>"
+    assert cols["roles"]["arrow_type"] == "list<element: string>"
+    assert cols["jba"]["arrow_type"] == "list<element: string>"
+    assert cols["role"]["arrow_type"] == "dictionary<values=string, indices=int32, ordered=1>"
+    assert (cols["ia2"]["encoding"], cols["ia2"]["arrow_type"]) == ("text", "string")
+    # uuid and json/jsonb: Arrow's canonical extension types (16 bytes; the text, tagged)
+    assert cols["u"]["arrow_type"] == "extension<arrow.uuid>"
+    assert cols["j"]["arrow_type"] == cols["jb"]["arrow_type"] == "extension<arrow.json>"
+    assert "more than one dimension" in cols["ia2"]["fallback"]
     assert cols["roles"]["enum_labels"] == ["CLIENT", "BUILDER", "ADMIN", "NULL", "with space"]
     assert cols["dom"]["base_type"] == "int4"
     assert "gen" not in cols
@@ -253,15 +270,17 @@ def _floats(width: int) -> st.SearchStrategy[str]:
     )
 
 
-def _array(elem: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
-    def render(items: list[str | None]) -> str:
-        parts = [
-            "NULL" if i is None else '"' + i.replace("\\", "\\\\").replace('"', '\\"') + '"'
-            for i in items
-        ]
-        return "{" + ",".join(parts) + "}"
+def _literal(items: list[str | None]) -> str:
+    """A one-dimensional array literal, every element quoted."""
+    parts = [
+        "NULL" if i is None else '"' + i.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        for i in items
+    ]
+    return "{" + ",".join(parts) + "}"
 
-    return st.lists(st.none() | elem, max_size=4).map(render)
+
+def _array(elem: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    return st.lists(st.none() | elem, max_size=4).map(_literal)
 
 
 def _json() -> st.SearchStrategy[str]:
@@ -359,8 +378,82 @@ def _hstore() -> st.SearchStrategy[str]:
     )
 
 
+def _array_2d(elem: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    """Two-dimensional literals: a column holding one falls back to text whole."""
+
+    def rows(n: int) -> st.SearchStrategy[list[list[str | None]]]:
+        return st.lists(st.lists(st.none() | elem, min_size=n, max_size=n), min_size=1, max_size=3)
+
+    return (
+        st.integers(1, 3)
+        .flatmap(rows)
+        .map(lambda rs: "{" + ",".join(_literal(r) for r in rs) + "}")
+    )
+
+
+# Labels PostgreSQL must quote in an array, and the empty label.
+HOSTILE_LABELS = [
+    "a,b",
+    'q"uote',
+    "back\\slash",
+    " ",
+    "NULL",
+    "{x}",
+    "tab\t",
+    "nl\n",
+    "é😀",
+    "\\N",
+    "",
+]
+HOSTILE_DDL = (
+    'DROP TYPE IF EXISTS "Hostile" CASCADE; CREATE TYPE "Hostile" AS ENUM ('
+    + ", ".join("E" + _q(label.replace("\\", "\\\\")) for label in HOSTILE_LABELS)
+    + ");"
+)
+
+
+def _hostile() -> st.SearchStrategy[str]:
+    return st.sampled_from(HOSTILE_LABELS)
+
+
+_INT4 = st.integers(-(2**31), 2**31 - 1).map(str)
+_DATE = _ts(False).map(lambda s: s.split(" ")[0] + (" BC" if s.endswith("BC") else ""))
+
+# Arrays of every element type stored as a list (docs/TYPES.md), each with values the list
+# cannot hold mixed in now and then (infinity, BC, NaN, 2-D): those examples fall back to text.
+TYPE_CASES.update(
+    {
+        "int2[]": ("int2[]", _array(st.integers(-(2**15), 2**15 - 1).map(str))),
+        "int4[]": ("int4[]", _array(_INT4)),
+        "int8[]": ("int8[]", _array(st.integers(-(2**63), 2**63 - 1).map(str))),
+        "float4[]": ("float4[]", _array(_floats(32))),
+        "float8[]": ("float8[]", _array(_floats(64))),
+        "numeric(12,2)[]": ("numeric(12,2)[]", _array(TYPE_CASES["numeric(12,2)"][1])),
+        "numeric[]": ("numeric[]", _array(TYPE_CASES["numeric"][1])),
+        "bool[]": ("bool[]", _array(st.sampled_from(["t", "f", "true", "false"]))),
+        "date[]": ("date[]", _array(_DATE)),
+        "timestamp[]": ("timestamp[]", _array(_ts(False))),
+        "timestamptz[]": ("timestamptz[]", _array(_ts(True))),
+        "uuid[]": ("uuid[]", _array(st.uuids().map(str))),
+        "varchar(8)[]": ("varchar(8)[]", _array(_TEXT.map(lambda s: s[:8]))),
+        "char(3)[]": ("char(3)[]", _array(_TEXT.map(lambda s: s[:3]))),
+        "citext[]": ("citext[]", _array(_TEXT)),
+        "json[]": ("json[]", _array(_json())),
+        '"char"[]': (
+            '"char"[]',
+            _array(st.integers(1, 255).map(lambda b: "\\" + format(b, "03o"))),
+        ),
+        "enum": ('"Hostile"', _hostile()),
+        "hostile enum[]": ('"Hostile"[]', _array(_hostile())),
+        "text[] and text[][]": ("text[]", _array(_TEXT) | _array_2d(_TEXT)),
+        "int4[] and int4[][]": ("int4[]", _array(_INT4) | _array_2d(_INT4)),
+    }
+)
+
+
 # What the extra cases need in both databases, created once per module.
-SETUP_DDL = """
+SETUP_DDL = (
+    """
 CREATE EXTENSION IF NOT EXISTS hstore; CREATE EXTENSION IF NOT EXISTS citext;
 DROP TYPE IF EXISTS pair_t CASCADE; CREATE TYPE pair_t AS (a int, b text);
 DROP DOMAIN IF EXISTS pos_pair CASCADE;
@@ -369,6 +462,8 @@ DROP DOMAIN IF EXISTS small_ints CASCADE;
 CREATE DOMAIN small_ints AS int[]
   CHECK (array_length(VALUE, 1) IS NULL OR array_length(VALUE, 1) < 10);
 """
+    + HOSTILE_DDL
+)
 
 TYPE_CASES.update(
     {
@@ -432,10 +527,57 @@ def test_random_values_roundtrip(
                 literal = "NULL" if value is None else _q(value)
                 cur.execute(f"INSERT INTO prop VALUES ({literal}::{pg_type})")
         src.commit()
-        before, after, _ = roundtrip(src, dst, "prop", tmp_path_factory.mktemp("snap"))
+        before, after, cols = roundtrip(src, dst, "prop", tmp_path_factory.mktemp("snap"))
         assert after == before
+        stored.add(str(cols["v"]["arrow_type"]))
 
+    stored: set[str] = set()
     check()
+    if case in NATIVE_WHEN_IT_FITS:
+        # Stored natively whenever every value fits, else as text: never anything else.
+        assert NATIVE_WHEN_IT_FITS[case] in stored
+        assert stored <= {NATIVE_WHEN_IT_FITS[case], "string"}
+
+
+def _list_of(element: str) -> str:
+    return f"list<element: {element}>"
+
+
+# The type a case's column is stored as when all its values fit (docs/TYPES.md).
+NATIVE_WHEN_IT_FITS = {
+    "int2[]": _list_of("int16"),
+    "int4[]": _list_of("int32"),
+    "int8[]": _list_of("int64"),
+    "float4[]": _list_of("float"),
+    "float8[]": _list_of("double"),
+    "numeric(12,2)[]": _list_of("decimal128(12, 2)"),
+    "bool[]": _list_of("bool"),
+    "date[]": _list_of("date32[day]"),
+    "timestamp[]": _list_of("timestamp[us]"),
+    "timestamptz[]": _list_of("timestamp[us, tz=UTC]"),
+    "domain over int[]": _list_of("int32"),
+    "int4[] and int4[][]": _list_of("int32"),
+    **{
+        case: _list_of("string")
+        for case in (
+            "text[]",
+            "varchar(8)[]",
+            "char(3)[]",
+            "citext[]",
+            "uuid[]",
+            "json[]",
+            "jsonb[]",
+            '"char"[]',
+            "enum[]",
+            "hostile enum[]",
+            "text[] and text[][]",
+        )
+    },
+    "enum": "dictionary<values=string, indices=int32, ordered=1>",
+    "uuid": "extension<arrow.uuid>",
+    "json": "extension<arrow.json>",
+    "jsonb": "extension<arrow.json>",
+}
 
 
 # Table shapes around the values: (source DDL, target DDL, insert column list).

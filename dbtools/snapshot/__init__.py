@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -26,14 +26,20 @@ def read_snapshot(
 
     `table` is "schema.table" or a bare name. Integers and booleans with NULLs keep their
     type (pandas' nullable Int64/boolean rather than float), timestamps are datetime64,
-    numeric columns are Decimal; types kept in PostgreSQL's text form (arrays, intervals, ...)
-    stay strings, except numeric without a declared precision, which becomes Decimal.
+    numeric columns are Decimal; one-dimensional arrays are lists (pandas' ArrowDtype of the
+    list type: each value a Python list, NULL as <NA>, the `.list` accessor), enums are
+    ordered categoricals whose categories are all the enum's labels in order; uuid and json
+    are strings, as PostgreSQL prints them (the file stores uuid as 16 bytes). Types kept in
+    PostgreSQL's text form (multi-dimensional arrays, intervals, ...) stay strings, except
+    numeric without a declared precision, which becomes Decimal. Snapshots written before
+    arrays and enums were stored natively read the same way.
     """
     import pandas as pd
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from dbtools.snapshot import format as fmt
+    from dbtools.snapshot import types
     from dbtools.snapshot.archive import resolve_path
 
     directory = resolve_path(settings, str(path))
@@ -41,6 +47,8 @@ def read_snapshot(
     # Checked: inside the snapshot, no symlink on the way (a crafted manifest reads nothing else).
     parts = [pq.read_table(p) for p in fmt.table_files(directory, entry)]
     data = pa.concat_tables(parts) if parts else pa.table({})
+    data = _as_lists(data, entry.columns, types)
+    data = _plain_extensions(data, types)
     nullable = {
         pa.int8(): pd.Int8Dtype(),
         pa.int16(): pd.Int16Dtype(),
@@ -48,9 +56,70 @@ def read_snapshot(
         pa.int64(): pd.Int64Dtype(),
         pa.bool_(): pd.BooleanDtype(),
     }
-    frame = data.to_pandas(types_mapper=nullable.get)
+
+    def dtype_of(t: pa.DataType) -> Any:
+        if pa.types.is_list(t) or pa.types.is_large_list(t):
+            return pd.ArrowDtype(t)
+        return nullable.get(t)
+
+    frame = data.to_pandas(types_mapper=dtype_of)
     for col in entry.columns:
         name = col["name"]
-        if col.get("encoding") == "text" and col.get("base_type") == "numeric" and name in frame:
+        if name not in frame:
+            continue
+        if col.get("encoding") == "text" and col.get("base_type") == "numeric":
             frame[name] = frame[name].map(lambda v: None if v is None else Decimal(v))
+        labels = col.get("enum_labels")
+        if labels is not None and col.get("element_type") is None:
+            frame[name] = _categorical(frame[name], list(labels))
     return frame
+
+
+def _as_lists(data: Any, columns: list[dict[str, Any]], types: Any) -> Any:
+    """Array columns an older snapshot (or a text fallback) holds as literals, as lists where
+    every value is a one-dimensional array of a list-stored element type; else unchanged."""
+    import pyarrow as pa
+
+    for col in columns:
+        name = col["name"]
+        if col.get("encoding") != "text" or name not in data.column_names:
+            continue
+        list_type = types.recorded_list_type(col)
+        if list_type is None or not pa.types.is_string(data.schema.field(name).type):
+            continue
+        try:
+            lists = types.list_from_literal(data.column(name).combine_chunks(), list_type)
+        except types.DoesNotFit:
+            continue
+        data = data.set_column(data.schema.get_field_index(name), name, lists)
+    return data
+
+
+def _plain_extensions(data: Any, types: Any) -> Any:
+    """uuid columns as their canonical text, json columns as their text: strings, as
+    snapshots written before stored them and as pandas code compares them."""
+    for i, field in enumerate(data.schema):
+        if types.is_uuid(field.type):
+            text = types.text_of_uuid(data.column(i).combine_chunks(), canonical=True)
+            data = data.set_column(i, field.name, text)
+        elif types.is_json(field.type):
+            data = data.set_column(i, field.name, data.column(i).combine_chunks().storage)
+    return data
+
+
+def _categorical(series: Any, labels: list[str]) -> Any:
+    """An enum column as an ordered categorical of all its labels (unless a value is not one:
+    then the values stay as they are)."""
+    import pandas as pd
+
+    dtype = pd.CategoricalDtype(labels, ordered=True)
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        if list(series.dtype.categories) == labels and series.dtype.ordered:
+            return series
+        values = series.astype(object)
+    else:
+        values = series
+    present = values.dropna()
+    if not present.isin(labels).all():
+        return series
+    return values.astype(dtype)

@@ -35,9 +35,14 @@ class RowTooWide(Exception):
 
 
 class ColumnRejected(Exception):
-    def __init__(self, index: int, message: str) -> None:
+    """Column `index` holds a value its native plan cannot hold exactly: export it as text.
+
+    `reason` says why when it is more than "a value does not fit <type>"."""
+
+    def __init__(self, index: int, message: str, reason: str | None = None) -> None:
         super().__init__(message)
         self.index = index
+        self.reason = reason
 
 
 def _csv_options(
@@ -52,8 +57,9 @@ def _csv_options(
     )
     parse = pacsv.ParseOptions(newlines_in_values=True, ignore_empty_lines=False)
     convert = pacsv.ConvertOptions(
-        # bytea arrives as its hex text and is decoded after the reader (_decoded).
-        column_types={p.name: pa.string() if types.is_hex(p) else p.arrow_type for p in plans},
+        # bytea (hex), arrays (literals) and enums (labels) arrive as text and are converted
+        # after the reader (_converted).
+        column_types={p.name: types.csv_type(p) for p in plans},
         null_values=[""],
         strings_can_be_null=True,
         quoted_strings_can_be_null=False,
@@ -171,11 +177,11 @@ def stream(
                     raise
             else:
                 pool = pa.default_memory_pool()
-                hex_columns = [i for i, p in enumerate(plans) if types.is_hex(p)]
+                conversions = [(i, p) for i, p in enumerate(plans) if types.converted(p)]
                 for batch in reader:
                     gate.consumed()
-                    if hex_columns:
-                        batch = _decoded(batch, hex_columns)
+                    if conversions:
+                        batch = _converted(batch, conversions)
                     out.write(batch)
                     rows += batch.num_rows
                     del batch
@@ -223,9 +229,24 @@ def stream(
     return rows
 
 
-def _decoded(batch: pa.RecordBatch, hex_columns: list[int]) -> pa.RecordBatch:
-    """The batch with its bytea columns' hex text replaced by the bytes."""
+def _converted(
+    batch: pa.RecordBatch, conversions: list[tuple[int, types.ColumnPlan]]
+) -> pa.RecordBatch:
+    """The batch with its text-read columns in their stored form (types.stored): bytea's hex
+    as bytes, array literals as lists, enum labels as a dictionary. A value without an exact
+    stored form rejects its column (ColumnRejected: the table is exported again with that
+    column as text, so no file holds the column both ways)."""
     columns = list(batch.columns)
-    for i in hex_columns:
-        columns[i] = types.bytes_from_hex(columns[i])
-    return pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
+    for i, plan in conversions:
+        try:
+            columns[i] = types.stored(plan, columns[i])
+        except types.DoesNotFit as exc:
+            raise ColumnRejected(i, f"column {plan.name}: {exc}", str(exc)) from None
+    return pa.RecordBatch.from_arrays(columns, schema=_schema_of(batch, conversions))
+
+
+def _schema_of(batch: pa.RecordBatch, conversions: list[tuple[int, types.ColumnPlan]]) -> pa.Schema:
+    schema = batch.schema
+    for i, plan in conversions:
+        schema = schema.set(i, pa.field(plan.name, plan.arrow_type))
+    return schema

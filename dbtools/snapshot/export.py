@@ -9,8 +9,10 @@ Why CSV and not binary COPY: PostgreSQL's CSV keeps NULL (unquoted empty) apart 
 exactly or rejects; docs/BENCHMARKS.md has the measurements that chose it.
 
 A native column whose values do not all fit its Arrow type (±infinity, BC dates, NaN in
-numeric(p,s)) makes the reader fail; the table is then exported again with that column in
-text form. The caller's transaction is REPEATABLE READ, so the rerun sees the same rows.
+numeric(p,s), a multi-dimensional array) makes the reader or the conversion after it fail; the
+table is then exported again, from scratch, with that column in text form, so a column is
+stored one way in all of a table's files. The caller's transaction is REPEATABLE READ, so the
+rerun sees the same rows.
 
 The content hash is a second pass of the server over the rows. Given `hash_conn`, a second
 connection inside the same snapshot, it runs there concurrently with the COPY, so the export
@@ -313,7 +315,7 @@ def _export_rows(
             plan = plans[exc.index] if exc.index < len(plans) else None
             if plan is None or not types.is_fallible(plan):
                 raise SnapshotError(f"cannot export {table.key}: {exc}") from None
-            reason = f"a value does not fit {plan.arrow_type}"
+            reason = exc.reason or f"a value does not fit {plan.arrow_type}"
             plans[exc.index] = types.text_plan(by_name[plan.name], reason=reason)
             fallbacks.append(plan.name)
         except RowTooWide as exc:

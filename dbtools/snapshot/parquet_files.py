@@ -63,7 +63,23 @@ def parquet_schema(plans: list[types.ColumnPlan]) -> pa.Schema:
 
 
 def _variable_width(t: pa.DataType) -> bool:
-    return bool(pa.types.is_string(t) or pa.types.is_binary(t))
+    if isinstance(t, pa.BaseExtensionType):  # json: a string; uuid: 16 bytes
+        t = t.storage_type
+    return bool(
+        pa.types.is_string(t)
+        or pa.types.is_binary(t)
+        or pa.types.is_list(t)
+        or pa.types.is_dictionary(t)
+    )
+
+
+def _dictionary_column(p: types.ColumnPlan) -> str | None:
+    """The Parquet column (leaf path) of an enum or enum-array column, else None."""
+    if p.enum_labels is None:
+        return None
+    if types.is_list(p):
+        return f"{p.name}.list.{types.LIST_ELEMENT}"  # Parquet's LIST layout
+    return None if p.category == "A" else p.name
 
 
 class PartWriter:
@@ -86,11 +102,12 @@ class PartWriter:
         self.statistics: bool | list[str] = (
             [p.name for p in plans if not _variable_width(p.arrow_type)] if wide else True
         )
-        # Dictionary pages only for enums: on high-cardinality columns Parquet builds a
-        # dictionary, gives up and writes plain pages anyway, costing ~30% of the write time
-        # and a bigger file under zstd (docs/BENCHMARKS.md).
+        # Dictionary pages only for enums and enum arrays: on high-cardinality columns
+        # Parquet builds a dictionary, gives up and writes plain pages anyway, costing ~30% of
+        # the write time and a bigger file under zstd (docs/BENCHMARKS.md). An enum column
+        # stored as an Arrow dictionary has its dictionary (all labels) written as is.
         self.dictionary_columns = [
-            p.name for p in plans if p.enum_labels is not None and p.category != "A"
+            c for c in (_dictionary_column(p) for p in plans) if c is not None
         ]
         schema = parquet_schema(plans)
         self.stem = stem
@@ -107,6 +124,9 @@ class PartWriter:
             compression="zstd",
             write_statistics=self.statistics,
             use_dictionary=self.dictionary_columns,
+            # Lists as Parquet's LIST layout names them (`<column>.list.element`), which is
+            # also the list type read back (types.LIST_ELEMENT): the manifest's arrow_type.
+            use_compliant_nested_type=True,
         )
 
     def _rotate(self) -> None:
