@@ -29,7 +29,8 @@ _WRAPPER = (
     "import resource, subprocess, sys\n"
     "done = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
     "peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024\n"
-    "print(done.returncode, peak, repr(done.stdout + done.stderr))\n"
+    # stdout last: the JSON line of --json ends the text, after stderr's progress lines
+    "print(done.returncode, peak, repr(done.stderr + done.stdout))\n"
 )
 
 

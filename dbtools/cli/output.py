@@ -1,17 +1,26 @@
-"""What every command shares: --json, confirmation, rendering, and turning errors into exit codes.
+"""What every command shares: --json, --quiet, confirmation, progress, rendering, and turning
+errors into exit codes.
 
 Commands parse their arguments, call one library function and hand its result to
 `Options.emit`. Errors raised below the CLI are dbtools errors; here they become one redacted
 line on stderr (or one JSON object on stdout with --json) and the documented exit code.
+
+Progress goes to stderr through one `dbtools.progress.Reporter` per command (`opts.progress`,
+the library's `progress` callback): rich's live display on a terminal, plain lines in a CI
+log, nothing with --quiet. It is stopped before the result is printed; a command that ends
+with its result then says how long it took: "done in 12.3 s" on stderr, or "seconds" in the
+--json object.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import signal
 import sys
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +31,7 @@ import psycopg2
 
 from dbtools import interrupt
 from dbtools.config import Settings, load_settings, redact
+from dbtools.db import Progress
 from dbtools.errors import (
     EXIT_CHECK_FAILED,
     EXIT_CONFIG,
@@ -30,6 +40,7 @@ from dbtools.errors import (
     DbtoolsError,
     Declined,
 )
+from dbtools.progress import Reporter, make_reporter
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -39,7 +50,11 @@ class Options:
     json: bool = False
     yes: bool = False
     allow_insecure: bool = False
+    quiet: bool = False
     _settings: Settings | None = field(default=None, repr=False)
+    _started: float = field(default_factory=time.monotonic, repr=False)
+    _reporter: Reporter | None = field(default=None, repr=False)
+    _closing_line: bool = field(default=False, repr=False)
 
     @property
     def settings(self) -> Settings:
@@ -47,19 +62,44 @@ class Options:
             self._settings = load_settings(allow_insecure=self.allow_insecure)
         return self._settings
 
-    @property
-    def interactive(self) -> bool:
-        return not self.json and sys.stderr.isatty()
-
     def echo(self, text: str = "") -> None:
         """Human output on stdout; silent under --json so stdout stays one JSON object."""
         if not self.json:
             click.echo(redact(text))
 
-    def progress(self, text: str) -> None:
-        """Progress lines on stderr, only for a person at a terminal."""
-        if self.interactive:
-            click.echo(redact(text), err=True)
+    @property
+    def progress(self) -> Progress:
+        """The library's progress callback: the command's reporter (stderr), or None."""
+        return self._reporter
+
+    @property
+    def seconds(self) -> float:
+        """Time since the command started."""
+        return time.monotonic() - self._started
+
+    def start_progress(self) -> None:
+        """Make and start the command's reporter (module doc); any failure means no progress."""
+        try:
+            reporter, self._closing_line = make_reporter(sys.stderr, quiet=self.quiet)
+            if reporter is not None:
+                reporter.start()
+            self._reporter = reporter
+        except Exception:
+            self._reporter = None
+
+    def stop_progress(self) -> None:
+        """Stop the reporter's thread and display before anything else is printed
+        (idempotent)."""
+        reporter, self._reporter = self._reporter, None
+        if reporter is not None:
+            with contextlib.suppress(Exception):
+                reporter.close()
+
+    def _paused(self) -> contextlib.AbstractContextManager[None]:
+        """No progress output while a question is shown and answered."""
+        if self._reporter is None:
+            return contextlib.nullcontext()
+        return self._reporter.paused()
 
     def warn(self, text: str) -> None:
         if not self.json:
@@ -80,7 +120,8 @@ class Options:
     def show(self, text: str) -> None:
         """What a question is about, printed just before it, where the question goes (stderr:
         stdout stays the command's result, one JSON object under --json)."""
-        click.echo(redact(text), err=True)
+        with self._paused():
+            click.echo(redact(text), err=True)
 
     def confirm(self, question: str) -> None:
         """Ask on a terminal; --yes answers for CI. No (or no answer), or no terminal and no
@@ -88,7 +129,8 @@ class Options:
         if not self.will_ask(question):
             return
         try:
-            yes = click.confirm(redact(question), default=False, err=True)
+            with self._paused():
+                yes = click.confirm(redact(question), default=False, err=True)
         except click.exceptions.Abort:  # end of input at the prompt; or Ctrl-C
             if interrupt.received() is not None:
                 raise
@@ -99,13 +141,20 @@ class Options:
     def emit(
         self, data: dict[str, Any], text: str | Callable[[], str] | None = None, exit_code: int = 0
     ) -> NoReturn:
+        """The command's result and its closing summary: how long the command took."""
+        self.stop_progress()
+        took = self.seconds
         if self.json:
             payload = {"ok": exit_code == 0, **data}
+            payload.setdefault("seconds", round(took, 3))
             click.echo(json_text(payload))
         elif text is not None:
             rendered = text() if callable(text) else text
             if rendered:
                 click.echo(redact(rendered))
+        if not self.json and self._closing_line:
+            ended = "done" if exit_code == 0 else f"ended (exit {exit_code})"
+            click.echo(f"{ended} in {took:.1f} s", err=True)
         sys.exit(exit_code)
 
 
@@ -209,20 +258,38 @@ def _render_error(opts: Options, exc: BaseException) -> None:
 
 
 def common_options(*, destructive: bool = False) -> Callable[[F], F]:
-    """Add --json (and --yes for destructive commands) and pass an Options as first argument."""
+    """Add --json, --quiet (and --yes for destructive commands) and pass an Options as first
+    argument; progress runs for the command's whole run and stops before its last line."""
 
     def decorator(fn: F) -> F:
         @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+        @click.option(
+            "--quiet",
+            "-q",
+            is_flag=True,
+            help="No progress on stderr (the result and errors still print).",
+        )
         @click.option(
             "--allow-insecure",
             is_flag=True,
             help="Allow a remote database URL without sslmode=require.",
         )
         @functools.wraps(fn)
-        def wrapper(*args: Any, as_json: bool, allow_insecure: bool, **kwargs: Any) -> Any:
+        def wrapper(
+            *args: Any, as_json: bool, quiet: bool, allow_insecure: bool, **kwargs: Any
+        ) -> Any:
             yes = bool(kwargs.pop("yes", False)) if destructive else False
-            opts = Options(json=as_json, yes=yes, allow_insecure=allow_insecure)
-            return handle_errors(opts, lambda: fn(opts, *args, **kwargs))
+            opts = Options(json=as_json, yes=yes, allow_insecure=allow_insecure, quiet=quiet)
+
+            def run() -> Any:
+                opts.start_progress()
+                try:
+                    return fn(opts, *args, **kwargs)
+                finally:
+                    # Before handle_errors prints the error line: that line comes last.
+                    opts.stop_progress()
+
+            return handle_errors(opts, run)
 
         if destructive:
             wrapper = click.option(

@@ -31,6 +31,7 @@ from dbtools import __version__, catalog, db, faults, interrupt, migrations
 from dbtools.config import Settings, redact
 from dbtools.db import Conn, Progress
 from dbtools.errors import DbtoolsError, SnapshotError
+from dbtools.progress import phase, table_task
 from dbtools.snapshot import dedup, types
 from dbtools.snapshot import format as fmt
 from dbtools.snapshot.restore import lock_tables
@@ -250,17 +251,20 @@ def _export_all(
                     table = work.get_nowait()
                 except queue.Empty:
                     return
-                if prev is not None and (reused := dedup.reuse(conn, table, prev, dest)):
+                with table_task(
+                    progress, "exporting", table.key, conn=conn, estimate=(table.schema, table.name)
+                ) as task:
+                    if prev is not None and (reused := dedup.reuse(conn, table, prev, dest)):
+                        with lock:
+                            results[table.key] = reused
+                        task.done(f"reused {table.key}: unchanged since {prev.path.name}")
+                        continue
+                    result = export.export_table(
+                        conn, table, dest, hash_conn=hash_conn, on_first_batch=pause.callback()
+                    )
                     with lock:
-                        results[table.key] = reused
-                    db.say(progress, f"reused {table.key}: unchanged since {prev.path.name}")
-                    continue
-                result = export.export_table(
-                    conn, table, dest, hash_conn=hash_conn, on_first_batch=pause.callback()
-                )
-                with lock:
-                    results[table.key] = result
-                db.say(progress, f"exported {table.key}: {result.rows} rows")
+                        results[table.key] = result
+                    task.done(f"exported {table.key}: {result.rows:,} rows")
         except BaseException as exc:
             with lock:
                 errors.append(exc)
@@ -274,11 +278,12 @@ def _export_all(
         for n in range(count)
     ]
     try:
-        for th in threads:
-            th.start()
-        pause.hold(threads)
-        for th in threads:
-            th.join()
+        with phase(progress, f"snapshot of {t.env}", len(tables)):
+            for th in threads:
+                th.start()
+            pause.hold(threads)
+            for th in threads:
+                th.join()
     except BaseException:
         # Interrupted in the main thread: the workers' queries were cancelled and they see
         # the signal; wait for them so that no connection or thread outlives us.

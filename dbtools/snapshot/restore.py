@@ -47,6 +47,7 @@ from dbtools.errors import (
     SnapshotError,
     VerificationFailed,
 )
+from dbtools.progress import phase, table_task
 from dbtools.snapshot import format as fmt
 from dbtools.snapshot import post_load, preserve, suspend
 from dbtools.snapshot.preflight import check_schema, plan_load
@@ -207,27 +208,32 @@ def _run_load(
         execute(conn, "TRUNCATE " + ", ".join(t.only for t in ordered))
     say(progress, f"cleared {len(ordered)} tables")
     altered = suspend.defer_cycles(conn, plan.cyclic)
-    for table in ordered:
-        entry = manifest.tables[table.key]
-        if table.key in plan.keep:
-            preserve.put_back(conn, plan, table, temps[table.key])
-            rows = before[table.key]
-        else:
-            if table.columns:
-                rows = load.load_table(conn, table, path, list(entry.files), entry.columns)
-            else:
-                rows = _insert_empty_rows(conn, table, entry.rows)
-            if rows != entry.rows:
-                raise VerificationFailed(
-                    f"{table.key}: loaded {rows} rows, the snapshot has {entry.rows}"
-                )
-        faults.pause("load.table")
-        result[table.key] = {
-            "rows_before": before[table.key],
-            "rows_after": rows,
-            "preserved": table.key in plan.keep,
-        }
-        say(progress, f"loaded {table.key}: {rows} rows")
+    with phase(progress, f"loading {path.name}", len(ordered)):
+        for table in ordered:
+            entry = manifest.tables[table.key]
+            kept = table.key in plan.keep
+            with table_task(
+                progress, "loading", table.key, conn=conn, total=None if kept else entry.rows
+            ) as task:
+                if kept:
+                    preserve.put_back(conn, plan, table, temps[table.key])
+                    rows = before[table.key]
+                else:
+                    if table.columns:
+                        rows = load.load_table(conn, table, path, list(entry.files), entry.columns)
+                    else:
+                        rows = _insert_empty_rows(conn, table, entry.rows)
+                    if rows != entry.rows:
+                        raise VerificationFailed(
+                            f"{table.key}: loaded {rows} rows, the snapshot has {entry.rows}"
+                        )
+                faults.pause("load.table")
+                result[table.key] = {
+                    "rows_before": before[table.key],
+                    "rows_after": rows,
+                    "preserved": kept,
+                }
+                task.done(f"loaded {table.key}: {rows:,} rows")
     suspend.undefer(conn, plan.cyclic, altered)
     suspend.resume_triggers(conn, ordered, triggers)
 

@@ -27,8 +27,9 @@ import pyarrow.parquet as pq
 
 from dbtools import catalog
 from dbtools.changes.rows import TableSources, changed_rows
-from dbtools.db import Conn, Progress, execute, quote_ident, say
+from dbtools.db import Conn, Progress, execute, quote_ident
 from dbtools.errors import SnapshotError
+from dbtools.progress import phase, table_task
 from dbtools.snapshot import format as fmt
 from dbtools.snapshot import load
 from dbtools.snapshot.preflight import LoadPlan
@@ -136,50 +137,59 @@ def stage_changes(
     )
     try:
         sources = TableSources(con, dev_dir, dev, prod_dir, prod, positions=True)
-        for n, table in enumerate(plan.tables):
-            if table.key in plan.keep:
-                continue
-            d, p = dev.tables.get(table.key), prod.tables.get(table.key)
-            if d is None or p is None:
-                return f"{table.key} is not in both snapshots"
-            if d.content_hash == p.content_hash and d.columns == p.columns:
-                unchanged.append(table.key)
-                continue
-            if not table.columns:
-                return f"{table.key} has no columns"
-            columns = [str(c["name"]) for c in d.columns]
-            positions = changed_rows(sources, table.key, d, p) if table.primary_key else None
-            mode = BY_KEY if positions is not None else REPLACE
-            entry = StagedTable(table, mode, columns, prod_rows=p.rows)
-            for kind in _STAGED:
-                if mode == REPLACE and kind != "inserted":
+        with phase(progress, "staging dev's changed rows", len(plan.tables)) as stage_phase:
+            for n, table in enumerate(plan.tables):
+                if table.key in plan.keep:
+                    stage_phase.advance()
                     continue
-                from_prod = kind in ("deleted", "before")
-                directory, man = (prod_dir, p) if from_prod else (dev_dir, d)
-                files = list(man.files)
-                if positions is None:  # replaced whole: every dev row
-                    batches = load._batches(directory, files, columns)
-                else:
-                    wanted: dict[str, list[int]] = {}
-                    for f, r in positions[kind]:
-                        wanted.setdefault(f, []).append(r)
-                    if not wanted:
-                        entry.counts[kind] = 0
-                        continue
-                    batches = _picked(directory, files, columns, wanted)
-                name = quote_ident(f"__dbtools_stage_{n}_{kind}")
-                entry.counts[kind] = _stage(conn, table, name, columns, batches)
-                entry.stages[kind] = name
-                total += entry.counts[kind] if kind != "before" else 0
-            if mode == REPLACE:
-                entry.counts["deleted"] = p.rows
-            staged.append(entry)
-            say(
-                progress,
-                f"staged {table.key}: "
-                + ", ".join(f"{entry.counts.get(k, 0)} {k}" for k in KINDS)
-                + (" (replaced whole: no key to match rows on)" if mode == REPLACE else ""),
-            )
+                d, p = dev.tables.get(table.key), prod.tables.get(table.key)
+                if d is None or p is None:
+                    return f"{table.key} is not in both snapshots"
+                if d.content_hash == p.content_hash and d.columns == p.columns:
+                    unchanged.append(table.key)
+                    stage_phase.advance()
+                    continue
+                if not table.columns:
+                    return f"{table.key} has no columns"
+                with table_task(progress, "staging", table.key, conn=conn) as task:
+                    columns = [str(c["name"]) for c in d.columns]
+                    positions = (
+                        changed_rows(sources, table.key, d, p) if table.primary_key else None
+                    )
+                    mode = BY_KEY if positions is not None else REPLACE
+                    entry = StagedTable(table, mode, columns, prod_rows=p.rows)
+                    task.set_total(
+                        d.rows if positions is None else sum(map(len, positions.values()))
+                    )
+                    for kind in _STAGED:
+                        if mode == REPLACE and kind != "inserted":
+                            continue
+                        from_prod = kind in ("deleted", "before")
+                        directory, man = (prod_dir, p) if from_prod else (dev_dir, d)
+                        files = list(man.files)
+                        if positions is None:  # replaced whole: every dev row
+                            batches = load._batches(directory, files, columns)
+                        else:
+                            wanted: dict[str, list[int]] = {}
+                            for f, r in positions[kind]:
+                                wanted.setdefault(f, []).append(r)
+                            if not wanted:
+                                entry.counts[kind] = 0
+                                continue
+                            batches = _picked(directory, files, columns, wanted)
+                        name = quote_ident(f"__dbtools_stage_{n}_{kind}")
+                        entry.counts[kind] = _stage(conn, table, name, columns, batches)
+                        task.add(entry.counts[kind])
+                        entry.stages[kind] = name
+                        total += entry.counts[kind] if kind != "before" else 0
+                    if mode == REPLACE:
+                        entry.counts["deleted"] = p.rows
+                    staged.append(entry)
+                    task.done(
+                        f"staged {table.key}: "
+                        + ", ".join(f"{entry.counts.get(k, 0):,} {k}" for k in KINDS)
+                        + (" (replaced whole: no key to match rows on)" if mode == REPLACE else "")
+                    )
     except duckdb.Error as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         return f"the snapshots could not be compared ({first})"
