@@ -114,6 +114,21 @@ def test_cli_archive_commands(project: Project) -> None:
     shown = project.invoke("snapshot", "show", str(path))
     assert shown.exit_code == 0
     assert "public.Counter" in shown.output and "25" in shown.output
+    assert f"column types: dbtools snapshot show {path} TABLE" in shown.output
+    # Named tables: each column's PostgreSQL type and how an analyst gets it.
+    shown = project.invoke("snapshot", "show", str(path), "User")
+    assert shown.exit_code == 0, shown.output
+    lines = shown.output.splitlines()
+    assert any(line.split() == ["roles", '"UserRole"[]', "list<string>"] for line in lines)
+    assert any(line.split()[:2] == ["createdAt", "timestamp(3)"] for line in lines)
+    assert "public.Counter" not in shown.output
+    shown = project.invoke("snapshot", "show", str(path), "BuilderProfile", "--json")
+    [entry] = json.loads(shown.output)["tables"]
+    assert entry["stored_as"]["badges"] == "list<string>"
+    assert entry["column_types"]["portfolioItems"] == "jsonb[]"
+    missing = project.invoke("snapshot", "show", str(path), "Nope")
+    assert missing.exit_code == 1
+    assert missing.output.startswith("error: the snapshot has no table 'Nope' (tables: ")
 
     verified = project.invoke("snapshot", "verify", path.name)
     assert verified.exit_code == 0 and "verified" in verified.output

@@ -182,19 +182,24 @@ def _same(a: Path, b: Path) -> bool:
 
 @snapshot.command("show")
 @click.argument("ref", metavar="SNAPSHOT")
+@click.argument("tables", nargs=-1, metavar="[TABLE]...")
 @common_options()
-def show_cmd(opts: Options, ref: str) -> None:
-    """Per table: rows, columns, bytes.
+def show_cmd(opts: Options, ref: str, tables: tuple[str, ...]) -> None:
+    """Per table: rows, columns, bytes; with TABLEs, each column's type and how it is stored.
 
     SNAPSHOT is a directory, prod/STAMP or dev/STAMP, prod:latest or dev:latest (the newest
-    that verifies), or a STAMP only one side holds.
+    that verifies), or a STAMP only one side holds. TABLE is schema.table or a bare name.
 
     \b
-    Example:
+    Examples:
       dbtools snapshot show prod/20250514T102112Z
+      dbtools snapshot show prod:latest User
     """
     result = archive.show_snapshot(archive.resolve_path(opts.settings, ref))
+    picked = [result.manifest.table(name).key for name in tables]  # unknown: one clear line
     data = result.as_dict()
+    if picked:
+        data["tables"] = [t for t in data["tables"] if t["table"] in picked]
 
     def render() -> str:
         m = result.manifest
@@ -206,7 +211,14 @@ def show_cmd(opts: Options, ref: str) -> None:
             f"bookkeeping left out: {', '.join(m.bookkeeping_tables) or '-'}",
         ]
         rows = [[t["table"], t["rows"], t["columns"], _size(t["bytes"])] for t in data["tables"]]
-        return "\n".join(head) + "\n" + table(rows, ["table", "rows", "columns", "bytes"])
+        parts = ["\n".join(head), table(rows, ["table", "rows", "columns", "bytes"])]
+        for t in data["tables"] if picked else []:
+            cols = [[n, pg, t["stored_as"][n]] for n, pg in t["column_types"].items()]
+            heads = ["column", "PostgreSQL type", "stored as"]
+            parts.append(f"{t['table']}\n" + table(cols, heads))
+        if not picked:
+            parts.append(f"column types: dbtools snapshot show {ref} TABLE")
+        return "\n".join(parts)
 
     opts.emit(data, render)
 

@@ -16,6 +16,7 @@ from typing import Any
 from dbtools.config import ENVS, Settings
 from dbtools.errors import SnapshotError
 from dbtools.snapshot import format as fmt
+from dbtools.snapshot import types
 
 
 @dataclass
@@ -97,6 +98,8 @@ class ShowResult:
                     "bytes": t.bytes,
                     "files": len(t.files),
                     "column_types": {c["name"]: c["pg_type"] for c in t.columns},
+                    # How each column reaches an analyst (list, categorical, text, ...).
+                    "stored_as": {c["name"]: types.stored_as(c) for c in t.columns},
                 }
                 for t in m.tables.values()
             ],
