@@ -272,17 +272,21 @@ def test_plan_compares_lists_and_enums_but_not_a_list_against_its_text_form(
     assert "'tags'" in table.note and "not compared row by row" in table.note
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="dbtools/changes/rows.py `_differs` compares floats by spelling, but not floats "
-    "inside lists: DuckDB holds [-0.0] and [0.0] equal (see the report of issue #15 item 7)",
-)
 def test_plan_sees_minus_zero_inside_a_float_list(filled: Project) -> None:
+    """DuckDB holds [-0.0] = [0.0] (and [NaN] = [NaN]); PostgreSQL keeps -0 and 0 apart, so
+    the plan compares float lists by their spelling. Equal lists stay unchanged."""
     execute(filled.prod_url, DATA)
     execute(filled.dev_url, "UPDATE profile SET ratios = '{NaN,-Infinity,0,0.1}' WHERE id = 1")
     dev, prod = _plan_of(filled)
     table = compare(dev, prod, preserved=set()).tables[0]
     assert table.changed_columns == {"ratios": 1}
+    assert (table.updated, table.unchanged) == (1, 3)
+
+    # and back: -0 again, NaN, NULL elements, empty and NULL lists all equal their twins
+    execute(filled.dev_url, "UPDATE profile SET ratios = '{NaN,-Infinity,-0,0.1}' WHERE id = 1")
+    dev = _snapshot(filled, "dev")
+    table = compare(dev, prod, preserved=set()).tables[0]
+    assert (table.updated, table.changed_columns) == (0, {})
 
 
 def test_one_value_a_list_cannot_hold_makes_the_column_text_in_every_file(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as _dt
 import decimal
 import math
+import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -189,11 +190,17 @@ def _join(
     return join, kinds, differs
 
 
+# A float type anywhere in an Arrow type's spelling: `double`, `list<element: float>`, ...
+_FLOAT_IN_TYPE = re.compile(r"(?:^|[<:,]\s*)(?:halffloat|float|double)\s*(?:[>,]|$)")
+
+
 def _differs(a: str, b: str, arrow_type: str) -> str:
-    """NULL-aware "a differs from b". Floats are compared by their spelling: -0.0 = 0.0 and
-    NaN = NaN to DuckDB, but PostgreSQL keeps them apart, and an apply that skipped such a
-    row would leave prod different from dev."""
-    if arrow_type in ("float", "double", "halffloat"):
+    """NULL-aware "a differs from b". Floats, alone or inside lists, are compared by their
+    spelling: -0.0 = 0.0 and NaN = NaN to DuckDB ([-0.0] = [0.0] too), but PostgreSQL keeps
+    them apart, and an apply that skipped such a row would leave prod different from dev.
+    (DuckDB spells a float the shortest way that reads back to it, and a list of them as
+    `[-0.0, nan, NULL]`: equal spellings are equal values, bit for bit.)"""
+    if _FLOAT_IN_TYPE.search(arrow_type):
         return f"CAST({a} AS VARCHAR) IS DISTINCT FROM CAST({b} AS VARCHAR)"
     return f"{a} IS DISTINCT FROM {b}"
 
