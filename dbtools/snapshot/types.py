@@ -371,10 +371,10 @@ def uuid_from_text(arr: pa.Array) -> pa.Array:
     value), one binascii call for the whole array. DoesNotFit for any other text."""
     if UUID_TYPE is None:  # pragma: no cover - planned only where pyarrow has the type
         raise DoesNotFit("this pyarrow has no uuid type")
-    if not pc.all(pc.equal(pc.binary_length(arr), 36)).as_py():
+    if not _every(pc.equal(pc.binary_length(arr), 36)):
         raise DoesNotFit("a value is not a uuid's 36 characters")
     digits = pc.replace_substring(pc.fill_null(arr, _NIL_UUID), "-", "")
-    if not pc.all(pc.equal(pc.binary_length(digits), 32)).as_py():
+    if not _every(pc.equal(pc.binary_length(digits), 32)):
         raise DoesNotFit("a value is not a uuid's 36 characters")
     try:
         raw = binascii.unhexlify(_value_view(digits))
@@ -459,12 +459,12 @@ def list_from_literal(arr: pa.Array, list_type: pa.DataType) -> pa.Array:
     escaped characters back. The element texts are then cast to the element type strictly
     (no rounding, no wrap: an error). DoesNotFit for anything else: `[0:2]={...}` bounds,
     `{{...}}` dimensions, an element the cast refuses."""
-    # (pc.all skips NULL arrays; each step drops what it no longer needs, as soon as it can:
+    # (_every skips NULL arrays; each step drops what it no longer needs, as soon as it can:
     # a 50 MB array is a 50 MB value at every step)
     if not (
-        pc.all(pc.starts_with(arr, "{")).as_py()
-        and not pc.any(pc.starts_with(arr, "{{")).as_py()
-        and pc.all(pc.ends_with(arr, "}")).as_py()
+        _every(pc.starts_with(arr, "{"))
+        and not _some(pc.starts_with(arr, "{{"))
+        and _every(pc.ends_with(arr, "}"))
     ):
         raise DoesNotFit("an array has more than one dimension or other bounds than [1:n]")
     body = pc.utf8_slice_codeunits(arr, 1, -1)
@@ -527,7 +527,7 @@ def _whole_elements(pieces: pa.Array) -> bool:
             pc.and_(pc.starts_with(pieces, '"'), pc.ends_with(pieces, '"')),
         ),
     )
-    return bool(pc.all(whole).as_py())
+    return _every(whole)
 
 
 def stored_as(column: dict[str, Any]) -> str:
@@ -576,6 +576,17 @@ def _elements(values: pa.Array, typ: pa.DataType) -> pa.Array:
             raise pa.ArrowInvalid("a boolean element is neither t nor f")
         return true
     return values.cast(typ)  # strict: overflow, extra digits, zones and BC are errors
+
+
+def _every(mask: pa.Array) -> bool:
+    """Whether every non-null value of a boolean array is true: also for an array of only
+    nulls, or none (a batch of NULL arrays or uuids fits; pc.all alone says null there)."""
+    return bool(pc.all(mask, min_count=0).as_py())
+
+
+def _some(mask: pa.Array) -> bool:
+    """Whether any non-null value of a boolean array is true (False for only nulls)."""
+    return bool(pc.any(mask, min_count=0).as_py())
 
 
 def _value_view(arr: pa.Array) -> memoryview:

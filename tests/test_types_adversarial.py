@@ -1,0 +1,391 @@
+"""Hostile values for the native types (docs/TYPES.md): each case is exported, loaded into a
+second database and must come back byte-identical (`row::text`, content hash), stored either
+natively or, when a value has no exact native form, as the documented per-column text
+fallback, with its reason. Never a silent change, never a traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg2.extensions
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from test_types_roundtrip import (  # noqa: F401  (pair: the module's fixture)
+    create_both,
+    pair,
+    roundtrip,
+    rows_text,
+    table_of,
+)
+
+from dbtools.snapshot.export import TableExport, export_table
+from dbtools.snapshot.hashing import content_hash
+from dbtools.snapshot.load import load_table
+
+Conn = psycopg2.extensions.connection
+TEXT = "string"
+
+
+def _list(element: str) -> str:
+    return f"list<element: {element}>"
+
+
+SETUP = r"""
+CREATE EXTENSION IF NOT EXISTS citext;
+DROP TYPE IF EXISTS "Odd" CASCADE;
+CREATE TYPE "Odd" AS ENUM ('with space', 'q"uote', 'it''s', 'a,b', 'é😀', 'NULL', '',
+                           'back\slash', '{x}');
+DROP DOMAIN IF EXISTS posint CASCADE; CREATE DOMAIN posint AS int4 CHECK (VALUE > 0);
+DROP DOMAIN IF EXISTS short_tags CASCADE;
+CREATE DOMAIN short_tags AS text[] CHECK (coalesce(array_length(VALUE, 1), 0) < 100);
+DROP DOMAIN IF EXISTS money2 CASCADE; CREATE DOMAIN money2 AS numeric(10,2)[];
+"""
+# Labels added later, around the existing ones: the enum's order is not the order of creation.
+LATER = [
+    """ALTER TYPE "Odd" ADD VALUE 'first' BEFORE 'with space'""",
+    """ALTER TYPE "Odd" ADD VALUE 'between' AFTER 'with space'""",
+    """ALTER TYPE "Odd" ADD VALUE 'last'""",
+]
+ODD_ORDER = [
+    "first",
+    "with space",
+    "between",
+    'q"uote',
+    "it's",
+    "a,b",
+    "é😀",
+    "NULL",
+    "",
+    "back\\slash",
+    "{x}",
+    "last",
+]
+
+# name -> (column type, values as SQL, how the column must be stored)
+CASES: dict[str, tuple[str, list[str], str]] = {
+    "text[] hostile elements": (
+        "text[]",
+        [
+            "'{}'",
+            "'{NULL}'",
+            """'{""}'""",
+            """'{"NULL","null","Null",NULL}'""",
+            "ARRAY['', '', '']",
+            r"""ARRAY['a"b', E'c\\d', 'x,y', '{z}', ' lead', 'trail ', 'mid dle', E'\\',
+                     E'\\"', '"', E'end\\', '\N', '\.', 'é😀', E'\x01\x1f\x7f ctl']""",
+            r"""ARRAY[E'tab\t', E'nl\n', E'cr\r', E'\r\n', '', NULL, 'NULL']""",
+            "ARRAY[NULL, NULL]::text[]",
+            "NULL",
+        ],
+        _list("string"),
+    ),
+    "text[] with other lower bounds": (
+        "text[]",
+        ["'{a,b}'", "'[0:1]={a,b}'", "'[-3:-3]={\"x,y\"}'", "'{}'", "NULL"],
+        TEXT,
+    ),
+    "int4[] 1-D and 2-D mixed": (
+        "int4[]",
+        ["'{1,2}'", "'{{1,2},{3,4}}'", "'{{{1}}}'", "'{}'", "NULL"],
+        TEXT,
+    ),
+    "enum with labels added later": (
+        '"Odd"',
+        [f"$q${label}$q$" for label in ODD_ORDER] + ["NULL"],
+        "dictionary<values=string, indices=int32, ordered=1>",
+    ),
+    "enum[]": (
+        '"Odd"[]',
+        [
+            "ARRAY[" + ", ".join(f"$q${label}$q$" for label in ODD_ORDER) + ']::"Odd"[]',
+            """'{NULL}'""",
+            """'{}'""",
+            "NULL",
+        ],
+        _list("string"),
+    ),
+    "domain over text[]": (
+        "short_tags",
+        ["'{a,\"b c\"}'", "'{}'", "'{NULL,\"\"}'", "NULL"],
+        _list("string"),
+    ),
+    "array of a domain": ("posint[]", ["'{1,NULL,2147483647}'", "'{}'", "NULL"], _list("int32")),
+    "domain over numeric(10,2)[]": (
+        "money2",
+        ["'{1.5,-99999999.99,NULL}'", "'{}'", "NULL"],
+        _list("decimal128(10, 2)"),
+    ),
+    "numeric[] NaN, Infinity, huge scale": (
+        "numeric[]",
+        [
+            "'{NaN,Infinity,-Infinity,-0.000}'",
+            "ARRAY['1e-1000'::numeric, '1e1000'::numeric]",
+            "'{}'",
+            "NULL",
+        ],
+        TEXT,
+    ),
+    "numeric(10,2)[] with NaN": (
+        "numeric(10,2)[]",
+        ["'{1.50,NULL}'", "'{NaN}'"],
+        TEXT,
+    ),
+    "numeric(38,38)[]": (
+        "numeric(38,38)[]",
+        ["'{0.12345678901234567890123456789012345678,-0.99999999999999999999999999999999999999}'"],
+        _list("decimal128(38, 38)"),
+    ),
+    "float4[] specials": (
+        "float4[]",
+        [
+            "'{-0,0,NaN,Infinity,-Infinity,NULL}'",
+            "'{1.4e-45,1.17549435e-38,3.4028235e38,0.1,16777217}'",
+            "'{}'",
+        ],
+        _list("float"),
+    ),
+    "float8[] specials": (
+        "float8[]",
+        [
+            "'{-0,0,NaN,Infinity,-Infinity,NULL}'",
+            "'{4.9e-324,2.2250738585072014e-308,1.7976931348623157e308,0.1,1e23}'",
+            "'{0.30000000000000004,123456789012345680000}'",
+        ],
+        _list("double"),
+    ),
+    "timestamp[] with infinity": (
+        "timestamp[]",
+        ["'{\"2024-01-01 00:00:00\"}'", "'{infinity,-infinity}'"],
+        TEXT,
+    ),
+    "timestamp[] that fit": (
+        "timestamp[]",
+        [
+            '\'{"0001-01-01 00:00:00","1999-12-31 23:59:59.999999",NULL}\'',
+            "'{\"0500-06-15 12:00:00.5\"}'",
+        ],
+        _list("timestamp[us]"),
+    ),
+    "timestamptz[] with -infinity": (
+        "timestamptz[]",
+        ["'{\"2024-01-01 00:00:00+05\"}'", "'{-infinity}'"],
+        TEXT,
+    ),
+    "timestamptz[] that fit": (
+        "timestamptz[]",
+        ['\'{"2024-05-14 10:21:12.123456+02","1900-01-01 00:00:00-03:30"}\''],
+        _list("timestamp[us, tz=UTC]"),
+    ),
+    "date[] with BC": ("date[]", ["'{2024-02-29}'", "'{\"0044-03-15 BC\"}'"], TEXT),
+    "date[] with infinity": ("date[]", ["'{2024-02-29,infinity}'"], TEXT),
+    "bytea[]": (
+        "bytea[]",
+        [r"""'{"\\x00ff",NULL,"\\x",""}'""", "ARRAY['\\x5c22'::bytea]"],
+        TEXT,
+    ),
+    "uuid[]": (
+        "uuid[]",
+        ["'{A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11,NULL}'", "'{}'", "NULL"],
+        _list("string"),
+    ),
+    "uuid with NULLs": (
+        "uuid",
+        ["NULL", "'00000000-0000-0000-0000-000000000000'", "NULL"],
+        "extension<arrow.uuid>",
+    ),
+    "uuid all NULL": ("uuid", ["NULL", "NULL"], "extension<arrow.uuid>"),
+    "text[] all NULL": ("text[]", ["NULL", "NULL"], _list("string")),
+    "date[] all NULL": ("date[]", ["NULL"], _list("date32[day]")),
+    "json keeps spelling": (
+        "json",
+        [
+            """'{"b": 1,   "a": 2, "b": 3}'""",
+            """'  [1, 2.50 , {"é": "\\u00e9\\n"}]  '""",
+            """E'{\\n\\t"k" : null\\n}'""",
+            "'\"\"'",
+            "'null'",
+        ],
+        "extension<arrow.json>",
+    ),
+    "jsonb": (
+        "jsonb",
+        ["""'{"b": 1, "a": 2, "b": 3}'""", "'[]'", "'\"\\\\\"'"],
+        "extension<arrow.json>",
+    ),
+    "jsonb[]": (
+        "jsonb[]",
+        [
+            """ARRAY['{"a": "q\\"b\\\\c"}'::jsonb, 'null', '"NULL"', '{}']""",
+            "'{NULL}'",
+        ],
+        _list("string"),
+    ),
+    "json[]": (
+        "json[]",
+        ["""ARRAY['{"b":1,  "b":2}'::json, ' [ ] ']"""],
+        _list("string"),
+    ),
+    "interval[]": ("interval[]", ["'{\"1 year -2 days 00:00:00.000001\",NULL}'"], TEXT),
+    "int2vector": ("int2vector", ["'1 2 3'", "''", "NULL"], TEXT),
+    "oidvector": ("oidvector", ["'1 2 4294967295'", "''"], TEXT),
+    "citext[]": ("citext[]", ["ARRAY['MiXeD', 'a b', '']::citext[]", "'{NULL}'"], _list("string")),
+    "char(5)[] trailing spaces": (
+        "char(5)[]",
+        ["ARRAY['a', '', 'ab  ', ' x']::char(5)[]", "'{NULL}'"],
+        _list("string"),
+    ),
+    "varbit[]": ("varbit[]", ["'{101,\"\",NULL}'", "ARRAY[B'1'::varbit]"], TEXT),
+    "bool[]": ("bool[]", ["'{t,f,NULL}'", "'{}'"], _list("bool")),
+    '"char"[]': (
+        '"char"[]',
+        ["ARRAY['a', '\\', '\"', ' ']::\"char\"[]", "'{NULL}'"],
+        _list("string"),
+    ),
+    "name[]": ("name[]", ["ARRAY['pg_class', 'with space']::name[]"], _list("string")),
+}
+
+
+def _setup(src: Conn, dst: Conn) -> None:
+    create_both(src, dst, SETUP)
+    for sql in LATER:
+        create_both(src, dst, sql)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_hostile_values_roundtrip_exactly(pair: tuple, tmp_path: Path, case: str) -> None:  # noqa: F811
+    src, dst = pair
+    pg_type, values, stored = CASES[case]
+    _setup(src, dst)
+    create_both(src, dst, f"DROP TABLE IF EXISTS adv; CREATE TABLE adv (id serial, v {pg_type})")
+    with src.cursor() as cur:
+        for value in values:
+            cur.execute(f"INSERT INTO adv (v) VALUES ({value}::{pg_type})")
+    src.commit()
+    before, after, cols = roundtrip(src, dst, "adv", tmp_path)
+    assert len(before) == len(values)
+    assert after == before
+    col = cols["v"]
+    assert col["arrow_type"] == stored
+    if stored == TEXT and pg_type.endswith("[]"):
+        assert col["encoding"] == "text"
+    if case.startswith("enum"):
+        assert col["enum_labels"] == ODD_ORDER
+    if case == "enum with labels added later":
+        data = pq.read_table(tmp_path / "public.adv.parquet")
+        assert data.column("v").chunk(0).dictionary.to_pylist() == ODD_ORDER
+
+
+def _fill(src: Conn, sql: str) -> None:
+    with src.cursor() as cur:
+        cur.execute(sql)
+    src.commit()
+
+
+def _export(src: Conn, name: str, dest: Path, **options: int) -> TableExport:
+    src.set_session(isolation_level="REPEATABLE READ")
+    try:
+        return export_table(src, table_of(src, name), dest, **options)  # type: ignore[arg-type]
+    finally:
+        src.rollback()
+        src.set_session(isolation_level="READ COMMITTED")
+
+
+def test_a_batch_of_only_null_arrays_and_uuids_keeps_the_columns_native(
+    pair: tuple,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A reader batch whose array or uuid values are all NULL fits the list and uuid types
+    (it used to turn the column into text, "more than one dimension")."""
+    src, dst = pair
+    create_both(
+        src,
+        dst,
+        "DROP TABLE IF EXISTS sparse; "
+        "CREATE TABLE sparse (id int, tags text[], at date[], u uuid, pad text)",
+    )
+    _fill(
+        src,
+        "INSERT INTO sparse SELECT g, "
+        "CASE WHEN g < 100 OR g > 9900 THEN ARRAY['t' || g, NULL] END, "
+        "CASE WHEN g < 100 THEN ARRAY[date '2024-01-01' + g] END, "
+        "CASE WHEN g > 9900 THEN md5(g::text)::uuid END, repeat('x', 40) "
+        "FROM generate_series(1, 10000) g",
+    )
+    exp = _export(src, "sparse", tmp_path, batch_bytes=32 << 10)
+    cols = {c["name"]: c for c in exp.columns}
+    assert exp.fallbacks == []
+    assert cols["tags"]["arrow_type"] == _list("string")
+    assert cols["at"]["arrow_type"] == _list("date32[day]")
+    assert cols["u"]["arrow_type"] == "extension<arrow.uuid>"
+    (tmp_path / "again").mkdir()
+    before, after, _ = roundtrip(src, dst, "sparse", tmp_path / "again")
+    assert after == before
+
+
+def test_huge_arrays_in_one_value(pair: tuple, tmp_path: Path) -> None:  # noqa: F811
+    """100,000 elements in one array value: hostile text, ints, floats with specials."""
+    src, dst = pair
+    create_both(
+        src,
+        dst,
+        "DROP TABLE IF EXISTS huge; "
+        "CREATE TABLE huge (id int, t text[], i int4[], f float8[], d date[])",
+    )
+    _fill(
+        src,
+        "INSERT INTO huge SELECT 1, "
+        "array_agg(CASE g % 5 WHEN 0 THEN NULL WHEN 1 THEN 'a,\"b\\' || g WHEN 2 THEN '' "
+        "WHEN 3 THEN 'NULL' ELSE '{' || g || '}' END), "
+        "array_agg(CASE WHEN g % 7 = 0 THEN NULL WHEN g % 2 = 0 THEN -g ELSE g END), "
+        "array_agg(CASE g % 4 WHEN 0 THEN '-0'::float8 WHEN 1 THEN 'NaN' WHEN 2 THEN g / 3.0 "
+        "ELSE '-Infinity' END), "
+        "array_agg(date '2000-01-01' + g) "
+        "FROM generate_series(1, 100000) g; "
+        "INSERT INTO huge VALUES (2, '{}', '{}', '{}', '{}'), (3, NULL, NULL, NULL, NULL)",
+    )
+    before, after, cols = roundtrip(src, dst, "huge", tmp_path)
+    assert after == before
+    assert cols["t"]["arrow_type"] == _list("string")
+    assert cols["i"]["arrow_type"] == _list("int32")
+    assert cols["f"]["arrow_type"] == _list("double")
+    assert cols["d"]["arrow_type"] == _list("date32[day]")
+    data = pq.read_table(tmp_path / "public.huge.parquet").sort_by("id")
+    assert len(data.column("t")[0]) == 100_000
+    assert data.column("t")[0].as_py()[:5] == ['a,"b\\1', "", "NULL", "{4}", None]
+
+
+def test_a_late_value_that_does_not_fit_turns_every_file_of_the_column_into_text(
+    pair: tuple,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """100,000 rows fit as lists; the last one does not (2-D float array, a BC date): both
+    columns are text in every part file, the other columns stay native, the load is exact."""
+    src, dst = pair
+    create_both(
+        src,
+        dst,
+        "DROP TABLE IF EXISTS late; CREATE TABLE late (id int, f float8[], d date[], ok int4[])",
+    )
+    _fill(
+        src,
+        "INSERT INTO late SELECT g, ARRAY[g, -0.0, 'NaN'], ARRAY[date '2024-01-01' + g % 1000], "
+        "ARRAY[g] FROM generate_series(1, 100000) g; "
+        "INSERT INTO late VALUES (100001, '{{1,2},{3,4}}', '{\"0044-03-15 BC\"}', '{1}')",
+    )
+    exp = _export(src, "late", tmp_path, batch_bytes=256 << 10, max_file_rows=40_000)
+    assert sorted(exp.fallbacks) == ["d", "f"]
+    assert len(exp.files) == 3
+    for rel in exp.files:
+        schema = pq.read_schema(tmp_path / rel)
+        assert schema.field("f").type == schema.field("d").type == pa.string()
+        assert schema.field("ok").type == pa.list_(pa.field("element", pa.int32()))
+    cols = {c["name"]: c for c in exp.columns}
+    assert "more than one dimension" in cols["f"]["fallback"]
+    assert cols["d"]["fallback"] == "an array element does not fit date32[day]"
+    target = table_of(dst, "late")
+    assert load_table(dst, target, tmp_path, exp.files, exp.columns) == 100_001
+    assert content_hash(dst, target, [c["name"] for c in exp.columns]) == exp.content_hash
+    dst.commit()
+    assert rows_text(dst, "late") == rows_text(src, "late")
