@@ -145,7 +145,11 @@ def _element_type(column: catalog.Column) -> pa.DataType | None:
     # another text form ('1 2 3').
     if elem is None or not column.base_name.startswith("_"):
         return None
-    if column.elem_typtype == "e" or elem in _STRING_TYPES:
+    if column.elem_typtype == "e":
+        return pa.string()
+    if column.elem_typtype != "b":  # a composite or range named like a built-in: its text
+        return None
+    if elem in _STRING_TYPES:
         return pa.string()
     if elem in _FIXED:
         return _FIXED[elem]
@@ -164,6 +168,10 @@ def column_plan(column: catalog.Column) -> ColumnPlan:
         return _plan(column, pa.list_(pa.field(LIST_ELEMENT, elem)), NATIVE)
     if column.typtype == "e":
         return _plan(column, ENUM_TYPE, NATIVE)
+    if column.typtype != "b":
+        # Composites, ranges, multiranges: their text. Names are matched below without their
+        # schema, and a user's `CREATE TYPE public.int4 AS (a int)` is no int4.
+        return text_plan(column)
     if base == "uuid" and UUID_TYPE is not None:
         return _plan(column, UUID_TYPE, NATIVE)
     if base in ("json", "jsonb") and JSON_TYPE is not None:
@@ -256,7 +264,22 @@ _FEW_VALUES = 64
 
 
 def bytes_from_hex(arr: pa.Array) -> pa.Array:
-    """bytea's COPY text (`\\x` + hex; NULL is null) -> the raw bytes, as a binary array."""
+    """bytea's COPY text (`\\x` + hex; NULL is null) -> the raw bytes, as a binary array.
+
+    DoesNotFit for any other text (bytea_output = escape, or a type only named bytea)."""
+    # (and an even number of digits: the fast path decodes all values' digits at once)
+    if not (
+        _every(pc.starts_with(arr, "\\x"))
+        and _every(pc.equal(pc.bit_wise_and(pc.binary_length(arr), 1), 0))
+    ):
+        raise DoesNotFit("a value is not bytea's hex form")
+    try:
+        return _unhex(arr)
+    except (binascii.Error, ValueError):
+        raise DoesNotFit("a value is not bytea's hex form") from None
+
+
+def _unhex(arr: pa.Array) -> pa.Array:
     if len(arr) > _FEW_VALUES:
         arr = pc.utf8_slice_codeunits(arr, 2)  # hex is ASCII: code units are bytes
         offsets, view, validity = _rebased(arr)
@@ -319,7 +342,11 @@ def is_fallible(plan: ColumnPlan) -> bool:
     """True when some values of this native plan may not fit it (then use text): the
     reader rejects them, or `stored` does (DoesNotFit)."""
     return plan.encoding == NATIVE and (
-        plan.base_type in FALLIBLE or is_list(plan) or is_enum(plan) or is_uuid(plan.arrow_type)
+        plan.base_type in FALLIBLE
+        or is_list(plan)
+        or is_enum(plan)
+        or is_uuid(plan.arrow_type)
+        or is_hex(plan)
     )
 
 
