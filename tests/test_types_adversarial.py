@@ -20,9 +20,16 @@ from test_types_roundtrip import (  # noqa: F401  (pair: the module's fixture)
     table_of,
 )
 
+from dbtools.changes import compare
+from dbtools.changes.model import BY_KEY
+from dbtools.snapshot.create import create_snapshot
 from dbtools.snapshot.export import TableExport, export_table
 from dbtools.snapshot.hashing import content_hash
 from dbtools.snapshot.load import load_table
+
+from support.db import execute
+from support.project import Project
+from support.snapshot import settings_for
 
 Conn = psycopg2.extensions.connection
 TEXT = "string"
@@ -426,3 +433,52 @@ def test_conversions_of_only_nulls_and_of_text_that_is_not_the_type() -> None:
         b"\x00\xff",
         None,
     ]
+
+
+PLAN_ENUM = "CREATE TYPE mood AS ENUM ('sad', 'ok')"
+PLAN_SCHEMA = """
+CREATE TABLE cmp (
+    id int PRIMARY KEY, f4 float4[], f8 float8[], t text[], j json, jb jsonb, u uuid,
+    m mood, ms mood[], n numeric(10,2)[], ts timestamptz[], x int DEFAULT 0
+);
+INSERT INTO cmp VALUES
+ (1, '{-0,NaN,Infinity}', '{-0,NaN,NULL}', '{"",NULL,NULL}', '{"a": 1, "a": 2}', '{"a": 1}',
+  NULL, 'happy', '{happy,NULL}', '{1.50,NULL}', '{"2024-01-01 00:00:00+00",NULL}'),
+ (2, '{}', '{}', '{}', '[]', '[]', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', NULL, '{}', '{}', '{}'),
+ (3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
+"""
+# One change per column, each one PostgreSQL tells apart and a careless comparison would not.
+PLAN_CHANGES = {
+    "f4": "UPDATE cmp SET f4 = '{0,NaN,Infinity}' WHERE id = 1",
+    "f8": "UPDATE cmp SET f8 = '{-0,NaN}' WHERE id = 1",
+    "t": "UPDATE cmp SET t = '{NULL,\"\",NULL}' WHERE id = 1",
+    "j": 'UPDATE cmp SET j = \'{"a": 1,  "a": 2}\' WHERE id = 1',
+    "jb": "UPDATE cmp SET jb = '{}' WHERE id = 2",
+    "u": "UPDATE cmp SET u = '00000000-0000-0000-0000-000000000000' WHERE id = 3",
+    "m": "UPDATE cmp SET m = 'sad' WHERE id = 1",
+    "ms": "UPDATE cmp SET ms = '{NULL}' WHERE id = 2",
+    "n": "UPDATE cmp SET n = '{1.50}' WHERE id = 1",
+    "ts": "UPDATE cmp SET ts = NULL WHERE id = 2",
+}
+
+
+def test_plan_tells_apart_what_postgresql_tells_apart(project: Project) -> None:
+    """Equal lists, json and enums are unchanged; each hostile one-column change is seen
+    (float lists by spelling, json by its text, [] against NULL, '' against NULL)."""
+    for url in (project.dev_url, project.prod_url):
+        execute(url, PLAN_ENUM)
+        execute(url, "ALTER TYPE mood ADD VALUE 'happy' BEFORE 'sad'")
+        execute(url, PLAN_SCHEMA)
+    prod = create_snapshot(settings_for(project.root), "prod").path
+    # every row changed in x alone: all other columns are compared, and all are equal
+    execute(project.dev_url, "UPDATE cmp SET x = 1")
+    dev = create_snapshot(settings_for(project.root), "dev").path
+    table = compare(dev, prod, preserved=set()).tables[0]
+    assert (table.mode, table.updated, table.changed_columns) == (BY_KEY, 3, {"x": 3})
+    execute(project.dev_url, "UPDATE cmp SET x = 0")
+    for sql in PLAN_CHANGES.values():
+        execute(project.dev_url, sql)
+    dev = create_snapshot(settings_for(project.root), "dev").path
+    table = compare(dev, prod, preserved=set()).tables[0]
+    assert table.mode == BY_KEY
+    assert table.changed_columns == {c: 1 for c in PLAN_CHANGES}
