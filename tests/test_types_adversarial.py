@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import psycopg2.extensions
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -22,6 +23,7 @@ from test_types_roundtrip import (  # noqa: F401  (pair: the module's fixture)
 
 from dbtools.changes import compare
 from dbtools.changes.model import BY_KEY
+from dbtools.snapshot import read_snapshot
 from dbtools.snapshot.create import create_snapshot
 from dbtools.snapshot.export import TableExport, export_table
 from dbtools.snapshot.hashing import content_hash
@@ -482,3 +484,22 @@ def test_plan_tells_apart_what_postgresql_tells_apart(project: Project) -> None:
     table = compare(dev, prod, preserved=set()).tables[0]
     assert table.mode == BY_KEY
     assert table.changed_columns == {c: 1 for c in PLAN_CHANGES}
+
+
+def test_read_snapshot_keeps_null_apart_from_nan(project: Project) -> None:
+    """Unconstrained numeric is text in the file and Decimal in pandas: NULL stays missing,
+    'NaN' is Decimal('NaN') (pandas' string dtype hands NULL over as NaN, once made it one)."""
+    execute(
+        project.dev_url,
+        "CREATE TABLE num (id int PRIMARY KEY, n numeric, f float8[]);"
+        "INSERT INTO num VALUES (1, 'NaN', '{NaN,NULL}'), (2, NULL, NULL), (3, '1.50', '{}'),"
+        "(4, '-Infinity', '{-0}')",
+    )
+    path = create_snapshot(settings_for(project.root), "dev").path
+    frame = read_snapshot(path, "num").set_index("id").sort_index()
+    n = frame["n"].tolist()
+    assert str(n[0]) == "NaN" and n[1] is None and str(n[2]) == "1.50"
+    assert str(n[3]) == "-Infinity"
+    f = frame["f"].tolist()
+    assert str(f[0]) == "[nan, None]" and f[1] is pd.NA and f[2] == []
+    assert str(f[3]) == "[-0.0]"

@@ -68,7 +68,8 @@ def read_snapshot(
         if name not in frame:
             continue
         if col.get("encoding") == "text" and col.get("base_type") == "numeric":
-            frame[name] = frame[name].map(lambda v: None if v is None else Decimal(v))
+            # (a NULL is None or, with pandas' string dtype, NaN: never Decimal('NaN'))
+            frame[name] = frame[name].map(lambda v: Decimal(v) if isinstance(v, str) else None)
         labels = col.get("enum_labels")
         if labels is not None and col.get("element_type") is None:
             frame[name] = _categorical(frame[name], list(labels))
