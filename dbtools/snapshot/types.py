@@ -122,10 +122,18 @@ def _plan(column: catalog.Column, arrow_type: pa.DataType, encoding: str) -> Col
         typmod=column.typmod,
         category=column.category,
         elem_type=column.elem_name,
-        enum_labels=column.enum_labels,
+        enum_labels=_enum_labels(column),
         ndims=column.ndims,
         is_domain=column.is_domain,
     )
+
+
+def _enum_labels(column: catalog.Column) -> tuple[str, ...] | None:
+    """The labels of an enum or enum-array column ((), not None, for an enum without any: the
+    catalog finds no pg_enum row for it), else None."""
+    if column.enum_labels is not None:
+        return column.enum_labels
+    return () if "e" in (column.typtype, column.elem_typtype) else None
 
 
 def _decimal(typmod: int) -> pa.DataType | None:
