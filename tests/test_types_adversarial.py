@@ -535,3 +535,35 @@ def test_read_snapshot_keeps_null_apart_from_nan(project: Project) -> None:
     f = frame["f"].tolist()
     assert str(f[0]) == "[nan, None]" and f[1] is pd.NA and f[2] == []
     assert str(f[3]) == "[-0.0]"
+
+
+def test_a_row_wider_than_the_block_and_a_value_a_list_cannot_hold(
+    pair: tuple,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """Both retries in one export: the block is widened for a 300 kB array value, and the
+    column with a 2-D value becomes text; the wide list column stays a list."""
+    src, dst = pair
+    create_both(
+        src,
+        dst,
+        "DROP TABLE IF EXISTS wide_mix; CREATE TABLE wide_mix (id int, big text[], grid int4[])",
+    )
+    _fill(
+        src,
+        "INSERT INTO wide_mix SELECT g, ARRAY['s' || g], ARRAY[g] FROM generate_series(1, 500) g;"
+        "INSERT INTO wide_mix SELECT 501, array_agg(repeat('x,\"y', 10) || g), '{{1},{2}}' "
+        "FROM generate_series(1, 5000) g",
+    )
+    exp = _export(src, "wide_mix", tmp_path, batch_bytes=64 << 10)
+    cols = {c["name"]: c for c in exp.columns}
+    assert exp.fallbacks == ["grid"]
+    assert cols["big"]["arrow_type"] == _list("string")
+    # written with the widened block: no statistics for variable-width columns then
+    meta = pq.ParquetFile(tmp_path / exp.files[0]).metadata.row_group(0)
+    assert meta.column(0).is_stats_set and not meta.column(1).is_stats_set
+    target = table_of(dst, "wide_mix")
+    assert load_table(dst, target, tmp_path, exp.files, exp.columns) == 501
+    assert content_hash(dst, target, [c["name"] for c in exp.columns]) == exp.content_hash
+    dst.commit()
+    assert rows_text(dst, "wide_mix") == rows_text(src, "wide_mix")
