@@ -567,3 +567,52 @@ def test_a_row_wider_than_the_block_and_a_value_a_list_cannot_hold(
     assert content_hash(dst, target, [c["name"] for c in exp.columns]) == exp.content_hash
     dst.commit()
     assert rows_text(dst, "wide_mix") == rows_text(src, "wide_mix")
+
+
+@pytest.mark.pure
+def test_differs_tells_apart_adjacent_floats_and_not_equal_ones() -> None:
+    """The plan's float comparison (by DuckDB's spelling) over what a file holds: adjacent
+    doubles and floats, -0 and 0, NaN, subnormals, NULL elements; equal lists are equal."""
+    import math
+
+    import duckdb
+    import numpy as np
+
+    from dbtools.changes.rows import _differs
+
+    def pairs(dtype: type) -> list[tuple[list[float | None] | None, list[float | None] | None]]:
+        one = float(dtype(0.1))
+        up = float(np.nextafter(dtype(0.1), dtype(1)))
+        tiny = float(np.finfo(dtype).smallest_subnormal)
+        return [
+            ([one], [up]),
+            ([-0.0], [0.0]),
+            ([math.nan], [0.0]),
+            ([tiny], [0.0]),
+            ([None], [math.nan]),
+            ([], None),
+            ([1.0, None], [1.0]),
+        ]
+
+    for dtype, arrow in ((np.float64, pa.float64()), (np.float32, pa.float32())):
+        typ = pa.list_(pa.field("element", arrow))
+        spelled = str(typ)
+        different = pairs(dtype)
+        same = [(a, a) for a, _ in different] + [(b, b) for _, b in different]
+        table = pa.table(
+            {
+                "a": pa.array([a for a, _ in different + same], typ),
+                "b": pa.array([b for _, b in different + same], typ),
+            }
+        )
+        con = duckdb.connect()
+        con.register("t", table)
+        rows = con.execute(f"SELECT {_differs('a', 'b', spelled)} FROM t").fetchall()
+        assert [r[0] for r in rows] == [True] * len(different) + [False] * len(same), spelled
+        # and the plain float columns, as before
+        plain = pa.table(
+            {"a": pa.array([-0.0, math.nan], arrow), "b": pa.array([0.0, math.nan], arrow)}
+        )
+        con.register("p", plain)
+        rows = con.execute(f"SELECT {_differs('a', 'b', str(arrow))} FROM p").fetchall()
+        assert [r[0] for r in rows] == [True, False]
