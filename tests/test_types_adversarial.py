@@ -13,6 +13,8 @@ import psycopg2.extensions
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_types_roundtrip import (  # noqa: F401  (pair: the module's fixture)
     create_both,
     pair,
@@ -619,3 +621,43 @@ def test_differs_tells_apart_adjacent_floats_and_not_equal_ones() -> None:
         con.register("p", plain)
         rows = con.execute(f"SELECT {_differs('a', 'b', str(arrow))} FROM p").fetchall()
         assert [r[0] for r in rows] == [True, False]
+
+
+def _array_out(items: list[str | None]) -> str:
+    """PostgreSQL's array_out for text elements: quoted when empty, NULL in any case, or
+    holding a quote, backslash, brace, comma or white space; `\\` and `"` escaped inside."""
+
+    def element(s: str | None) -> str:
+        if s is None:
+            return "NULL"
+        if s and s.lower() != "null" and not any(c in s for c in '"\\{},  \t\n\r\v\f'):
+            return s
+        return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    return "{" + ",".join(element(i) for i in items) + "}"
+
+
+_PARSER_ELEMENT = st.text(alphabet=st.sampled_from(list('ab"\\,{} \tN\nUL\x01é😀')), max_size=6)
+_PARSER_ROWS = st.lists(
+    st.none()
+    | st.lists(
+        st.none() | _PARSER_ELEMENT | st.sampled_from(["NULL", "null", "", '","', '\\"', '"\\']),
+        max_size=5,
+    ),
+    max_size=8,
+)
+
+
+@pytest.mark.pure
+@settings(max_examples=400, deadline=None)
+@given(_PARSER_ROWS)
+def test_array_literal_parser_inverts_array_out(rows: list[list[str | None] | None]) -> None:
+    """types.list_from_literal gives back exactly the elements array_out printed, for any
+    mix of rows in one batch, and for a slice of the batch."""
+    from dbtools.snapshot import types
+
+    typ = pa.list_(pa.field("element", pa.string()))
+    arr = pa.array([None if r is None else _array_out(r) for r in rows], pa.string())
+    assert types.list_from_literal(arr, typ).to_pylist() == rows
+    if len(rows) > 2:
+        assert types.list_from_literal(arr.slice(1, len(rows) - 2), typ).to_pylist() == rows[1:-1]
