@@ -661,3 +661,34 @@ def test_array_literal_parser_inverts_array_out(rows: list[list[str | None] | No
     assert types.list_from_literal(arr, typ).to_pylist() == rows
     if len(rows) > 2:
         assert types.list_from_literal(arr.slice(1, len(rows) - 2), typ).to_pylist() == rows[1:-1]
+
+
+def test_bytea_printed_in_escape_form_falls_back_instead_of_being_misread(
+    pair: tuple,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """dbtools sessions print bytea as hex; a connection that prints the escape form (`abc`,
+    `\\001`) must not have its text decoded as hex digits (`ab12` was once read as 0x12):
+    the column falls back to text, which PostgreSQL reads back to the same bytes."""
+    src, dst = pair
+    create_both(src, dst, "DROP TABLE IF EXISTS esc; CREATE TABLE esc (id int, b bytea)")
+    _fill(
+        src,
+        "INSERT INTO esc SELECT g, CASE WHEN g % 3 = 0 THEN NULL ELSE convert_to('ab' || g, "
+        "'UTF8') END FROM generate_series(1, 200) g; INSERT INTO esc VALUES (0, '\\x0001ff')",
+    )
+    with src.cursor() as cur:
+        cur.execute("SET bytea_output = 'escape'")
+    src.commit()
+    try:
+        exp = _export(src, "esc", tmp_path)
+    finally:
+        with src.cursor() as cur:
+            cur.execute("SET bytea_output = 'hex'")
+        src.commit()
+    cols = {c["name"]: c for c in exp.columns}
+    assert exp.fallbacks == ["b"] and cols["b"]["fallback"] == "a value is not bytea's hex form"
+    target = table_of(dst, "esc")
+    assert load_table(dst, target, tmp_path, exp.files, exp.columns) == 201
+    dst.commit()
+    assert rows_text(dst, "esc") == rows_text(src, "esc")
