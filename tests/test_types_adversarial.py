@@ -509,6 +509,9 @@ def test_plan_tells_apart_what_postgresql_tells_apart(project: Project) -> None:
         execute(url, "ALTER TYPE mood ADD VALUE 'happy' BEFORE 'sad'")
         execute(url, PLAN_SCHEMA)
     prod = create_snapshot(settings_for(project.root), "prod").path
+    # the label added BEFORE 'sad' comes first, in the file and for pandas
+    frame = read_snapshot(prod, "cmp")
+    assert list(frame["m"].cat.categories) == ["happy", "sad", "ok"] and frame["m"].cat.ordered
     # every row changed in x alone: all other columns are compared, and all are equal
     execute(project.dev_url, "UPDATE cmp SET x = 1")
     dev = create_snapshot(settings_for(project.root), "dev").path
