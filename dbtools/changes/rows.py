@@ -177,7 +177,13 @@ def _join(
     join = (
         f"FROM (SELECT *, true AS {_IN_DEV} FROM {quote_ident(dev_view)}) d "
         f"FULL OUTER JOIN (SELECT *, true AS {_IN_PROD} FROM {quote_ident(prod_view)}) p ON "
-        + " AND ".join(f"d.{d_at[k]} = p.{p_at[k]}" for k in key)
+        # a float key is matched by its spelling: -0.0 = 0.0 to DuckDB, not to PostgreSQL
+        + " AND ".join(
+            f"CAST(d.{d_at[k]} AS VARCHAR) = CAST(p.{p_at[k]} AS VARCHAR)"
+            if shape[k][0] in ("float", "double", "halffloat")
+            else f"d.{d_at[k]} = p.{p_at[k]}"
+            for k in key
+        )
     )
     differs = {c: _differs(f"d.{d_at[c]}", f"p.{p_at[c]}", shape[c][0]) for c in common}
     kinds = {

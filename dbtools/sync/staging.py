@@ -203,9 +203,19 @@ def stage_changes(
     return Staging(staged, unchanged, total)
 
 
+_FLOATS = ("float4", "float8")
+
+
 def on_key(st: StagedTable, a: str = "t", b: str = "s") -> str:
-    """SQL: rows `a` and `b` have the same primary key."""
-    return " AND ".join(f"{a}.{quote_ident(k)} = {b}.{quote_ident(k)}" for k in st.key)
+    """SQL: rows `a` and `b` have the same primary key, stored alike: -0 = 0 for a float, but
+    a row keyed -0 is not the row keyed 0 (the comparison of changes.rows matched them by
+    spelling too); `=` first, so that the key's index still serves the join."""
+    floats = {c.name for c in st.table.columns if c.base_name in _FLOATS}
+    out = []
+    for k in st.key:
+        x, y = f"{a}.{quote_ident(k)}", f"{b}.{quote_ident(k)}"
+        out.append(f"{x} = {y}" + (f" AND {x}::text = {y}::text" if k in floats else ""))
+    return " AND ".join(out)
 
 
 def record_versions(conn: Conn, st: StagedTable, n: int) -> str:
