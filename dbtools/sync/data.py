@@ -12,7 +12,7 @@ import psycopg2.errors
 from dbtools import catalog, changes, checks, db, faults, interrupt
 from dbtools.config import Settings
 from dbtools.db import Conn, Progress, execute, say
-from dbtools.errors import VerificationFailed
+from dbtools.errors import SnapshotError, VerificationFailed
 from dbtools.snapshot import format as fmt
 from dbtools.snapshot import restore
 from dbtools.snapshot.create import create_snapshot
@@ -44,7 +44,21 @@ def _short_apply(
     cat = catalog.read_catalog(conn, schemas, settings.excluded_tables, sequence_values=False)
     plan = plan_load(cat, dev, settings.preserved_tables)
     say(progress, f"{guard.what}: staging dev's changed rows (prod is not locked)")
-    staged = stage_changes(conn, plan, dev_path, dev, made.path, backup, progress)
+    # A row staging cannot copy (an unreadable file, a value prod's types refuse) is a
+    # reason to load in full, which may not need it, not a failed run: the savepoint keeps
+    # the guard's transaction usable.
+    execute(conn, "SAVEPOINT dbtools_staging")
+    try:
+        staged = stage_changes(conn, plan, dev_path, dev, made.path, backup, progress)
+    except (SnapshotError, psycopg2.Error) as exc:
+        interrupt.raise_if_received()
+        if isinstance(exc, psycopg2.errors.LockNotAvailable):
+            raise
+        detail = exc.message if isinstance(exc, SnapshotError) else db.describe_error(exc)
+        staged = f"staging failed: {detail}"
+    if isinstance(staged, str):
+        execute(conn, "ROLLBACK TO SAVEPOINT dbtools_staging")  # nothing staged is kept
+    execute(conn, "RELEASE SAVEPOINT dbtools_staging")
     if rows is not None and not isinstance(staged, str):
         for st in staged.tables:
             want = rows.get(st.table.key, {})

@@ -135,7 +135,24 @@ def _write(conn: Conn, st: StagedTable, kind: str) -> None:
             + f" SELECT {', '.join(cols)} FROM {stage}"
         )
     else:
-        sets = [f"{c} = s.{c}" for c, n in zip(cols, st.columns, strict=True) if n not in st.key]
+        # UPDATE can set a GENERATED ALWAYS identity column only to DEFAULT: such a column is
+        # left out, and a row whose value dev changed cannot be written here
+        always = {c.name for c in t.columns if c.identity == "a"} - set(st.key)
+        kept = [quote_ident(n) for n in st.columns if n in always]
+        if kept:
+            differs = " OR ".join(f"t.{c} IS DISTINCT FROM s.{c}" for c in kept)
+            (rows,) = _one(
+                conn,
+                f"SELECT count(*) FROM {t.only} t JOIN {stage} s ON {_on_key(st)} "
+                f"WHERE {differs}",
+            )
+            if rows:
+                raise Conflict(f"{t.key}: {rows} rows change a GENERATED ALWAYS identity value")
+        sets = [
+            f"{c} = s.{c}"
+            for c, n in zip(cols, st.columns, strict=True)
+            if n not in st.key and n not in always
+        ]
         if not sets:
             return
         sql = f"UPDATE {t.only} t SET {', '.join(sets)} FROM {stage} s WHERE {_on_key(st)}"

@@ -104,9 +104,15 @@ def _stage(
     columns: list[str],
     batches: Iterator[pa.RecordBatch],
 ) -> int:
-    """A temporary table shaped like `table` (generated columns become plain ones), filled."""
-    execute(conn, f"CREATE TEMP TABLE {name} (LIKE {table.qualified}) ON COMMIT DROP")
+    """A temporary table of the copied columns, typed like `table`'s, filled. Only their
+    types: no constraint of the table (LIKE would keep NOT NULL, also on a generated or
+    identity column, which is not copied), which the apply's writes check anyway."""
     cols = ", ".join(quote_ident(c) for c in columns)
+    execute(
+        conn,
+        f"CREATE TEMP TABLE {name} ON COMMIT DROP AS SELECT {cols} FROM {table.only} "
+        "WITH NO DATA",
+    )
     rows = load.copy_batches(conn, f"COPY {name} ({cols}) FROM STDIN", table.key, batches)
     execute(conn, f"ANALYZE {name}")  # the apply joins it with the table: plan with its size
     return rows
