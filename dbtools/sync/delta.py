@@ -187,6 +187,50 @@ def _no_cascade(conn: Conn, st: StagedTable, plan: LoadPlan) -> None:
             )
 
 
+def _no_update_action(conn: Conn, st: StagedTable, plan: LoadPlan, staging: Staging) -> None:
+    """Updating these rows must not reach rows the apply does not own (ON UPDATE CASCADE,
+    SET NULL, SET DEFAULT, when a referenced value changes): every row referring to a value
+    that changes is one the apply stages itself (verified after the writes, or deleted)."""
+    stage = st.stages.get("updated")
+    if stage is None:
+        return
+    staged = {s.table.key: s for s in staging.tables}
+    for fk in plan.foreign_keys:
+        if fk.ref_table != st.table.key or fk.on_update in ("NO ACTION", "RESTRICT"):
+            continue
+        changing = [c for c in fk.ref_columns if c not in st.key and c in st.columns]
+        if not changing:
+            continue  # the apply never changes a key, nor a column it does not copy
+        differs = " OR ".join(
+            f"t.{quote_ident(c)}::text IS DISTINCT FROM s.{quote_ident(c)}::text"
+            for c in changing
+        )
+        old = ", ".join(f"t.{quote_ident(c)}" for c in fk.ref_columns)
+        on = " AND ".join(
+            f"c.{quote_ident(a)} = o.{quote_ident(b)}"
+            for a, b in zip(fk.columns, fk.ref_columns, strict=True)
+        )
+        owned = ""
+        child = staged.get(fk.table)
+        if child is not None and child.mode == BY_KEY:
+            owned = "".join(
+                f" AND NOT EXISTS (SELECT FROM {x} x WHERE {_on_key(child, 'c', 'x')})"
+                for kind, x in child.stages.items()
+                if kind in ("inserted", "updated", "deleted")
+            )
+        schema, _, name = fk.table.partition(".")
+        (rows,) = _one(
+            conn,
+            f"SELECT count(*) FROM {db.qualified(schema, name)} c JOIN ("
+            f"SELECT {old} FROM {st.table.only} t JOIN {stage} s ON {_on_key(st)} "
+            f"WHERE {differs}) o ON {on}{owned}",
+        )
+        if rows:
+            raise Conflict(
+                f"updating {st.table.key} would {fk.on_update} into {rows} rows of {fk.table}"
+            )
+
+
 def _writes(conn: Conn, staging: Staging, plan: LoadPlan, deletes_first: bool) -> None:
     order = staging.tables
     # a table replaced whole is emptied before anything goes in (its new rows are all dev's)
@@ -197,6 +241,8 @@ def _writes(conn: Conn, staging: Staging, plan: LoadPlan, deletes_first: bool) -
     for kind, st in [*emptied, *steps]:
         if kind == "deleted":
             _no_cascade(conn, st, plan)
+        elif kind == "updated":
+            _no_update_action(conn, st, plan, staging)
         _write(conn, st, kind)
 
 
