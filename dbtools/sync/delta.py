@@ -276,6 +276,14 @@ def _verify(conn: Conn, st: StagedTable, dev: fmt.Manifest) -> None:
         raise Conflict(f"{t.key}: {rows} deleted rows are still there")
 
 
+def _checked_now(conn: Conn) -> None:
+    """Fire the checks of DEFERRABLE constraints the writes left pending: a violation would
+    otherwise surface only at COMMIT, after the verification and outside the savepoint (the
+    run failed instead of loading in full), and pending checks make the ALTER TABLEs that set
+    the triggers back fail. The constraints stay immediate for the rest of the transaction."""
+    execute(conn, "SET CONSTRAINTS ALL IMMEDIATE")
+
+
 def apply_locked(
     conn: Conn,
     staging: Staging,
@@ -298,10 +306,12 @@ def apply_locked(
     execute(conn, "SAVEPOINT dbtools_delta_order")
     try:
         _writes(conn, staging, plan, deletes_first=False)
+        _checked_now(conn)
     except psycopg2.errors.IntegrityError:
         execute(conn, "ROLLBACK TO SAVEPOINT dbtools_delta_order")
         try:
             _writes(conn, staging, plan, deletes_first=True)
+            _checked_now(conn)
         except psycopg2.errors.IntegrityError as exc:
             raise Conflict(
                 f"the changes conflict with a constraint ({db.describe_error(exc)})"
