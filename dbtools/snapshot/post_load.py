@@ -15,14 +15,24 @@ from dbtools.snapshot import format as fmt
 from dbtools.snapshot.preflight import LoadPlan
 
 
+def set_sequence(conn: Conn, qualified: str, last_value: int, is_called: bool) -> None:
+    """Set a sequence so that a rollback sets it back. setval() alone is not transactional (a
+    failed or rolled-back load would leave prod's sequence moved); ALTER SEQUENCE ... RESTART
+    gives the sequence new storage in this (sub)transaction, which a rollback discards along
+    with what setval() then writes into it. RESTART WITH n leaves is_called false, setval
+    sets it. ALTER SEQUENCE holds off nextval() on the sequence until the commit (the load's
+    tables are locked against writes anyway); reads of the sequence go on."""
+    execute(conn, f"ALTER SEQUENCE {qualified} RESTART WITH {int(last_value)}")
+    if is_called:
+        execute(conn, "SELECT setval(%s::regclass, %s, true)", (qualified, int(last_value)))
+
+
 def _setval(conn: Conn, seq: dict[str, Any]) -> None:
     schema, _, name = str(seq["name"]).partition(".")
     if seq.get("last_value") is None:
         return
-    execute(
-        conn,
-        "SELECT setval(%s::regclass, %s, %s)",
-        (db.qualified(schema, name), int(seq["last_value"]), bool(seq["is_called"])),
+    set_sequence(
+        conn, db.qualified(schema, name), int(seq["last_value"]), bool(seq["is_called"])
     )
 
 

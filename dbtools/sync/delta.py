@@ -323,11 +323,7 @@ def apply_locked(
         _verify(conn, st, dev)
     for name, (last_value, is_called) in sequences:
         schema, _, seq = name.partition(".")
-        execute(
-            conn,
-            "SELECT setval(%s::regclass, %s, %s)",
-            (db.qualified(schema, seq), int(last_value), bool(is_called)),
-        )
+        post_load.set_sequence(conn, db.qualified(schema, seq), int(last_value), bool(is_called))
     refreshed = post_load.refresh_matviews(conn, tables, progress)
     check_schema(conn, dev, schemas, "after the apply")
     out: dict[str, dict[str, Any]] = {}
