@@ -276,6 +276,21 @@ def _verify(conn: Conn, st: StagedTable, dev: fmt.Manifest) -> None:
         raise Conflict(f"{t.key}: {rows} deleted rows are still there")
 
 
+def _no_rules(conn: Conn, plan: LoadPlan) -> None:
+    """The apply's INSERT, UPDATE and DELETE statements must do what they say: a rule (CREATE
+    RULE) on a table they write, or on one a foreign-key action reaches, may rewrite them or
+    write elsewhere. The full load is not rewritten (TRUNCATE and COPY ignore rules)."""
+    rows = execute(
+        conn,
+        "SELECT r.ev_class::regclass::text, r.rulename FROM pg_rewrite r "
+        "WHERE r.ev_class = ANY(%s::oid[]) AND r.rulename <> '_RETURN' ORDER BY 1, 2 LIMIT 1",
+        ([t.oid for t in plan.tables],),
+    )
+    if rows:
+        table, rule = rows[0]
+        raise Conflict(f"rule {rule} on {table} may rewrite the apply's writes")
+
+
 def _checked_now(conn: Conn) -> None:
     """Fire the checks of DEFERRABLE constraints the writes left pending: a violation would
     otherwise surface only at COMMIT, after the verification and outside the savepoint (the
@@ -297,6 +312,7 @@ def apply_locked(
 ) -> DeltaResult:
     """Steps 2-5 of the module doc, on the guard's connection whose tables are locked."""
     check_schema(conn, dev, schemas, "before the apply")
+    _no_rules(conn, plan)
     for st in staging.tables:
         _prove_untouched(conn, st, backup_xmin)
     sequences = _sequences(conn, plan, dev, backup)
