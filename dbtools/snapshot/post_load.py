@@ -31,9 +31,7 @@ def _setval(conn: Conn, seq: dict[str, Any]) -> None:
     schema, _, name = str(seq["name"]).partition(".")
     if seq.get("last_value") is None:
         return
-    set_sequence(
-        conn, db.qualified(schema, name), int(seq["last_value"]), bool(seq["is_called"])
-    )
+    set_sequence(conn, db.qualified(schema, name), int(seq["last_value"]), bool(seq["is_called"]))
 
 
 def set_sequences(conn: Conn, plan: LoadPlan, manifest: fmt.Manifest) -> int:

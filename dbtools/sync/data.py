@@ -37,9 +37,6 @@ def _short_apply(
     settings, progress, conn = guard.settings, guard.progress, guard.conn
     dev = fmt.read_manifest(dev_path)
     backup = fmt.read_manifest(made.path)
-    if made.xmin is None:
-        guard.lock_writes()
-        return "the backup did not record its snapshot"
     schemas = list(dev.schemas)
     cat = catalog.read_catalog(conn, schemas, settings.excluded_tables, sequence_values=False)
     plan = plan_load(cat, dev, settings.preserved_tables)
@@ -77,7 +74,7 @@ def _short_apply(
     execute(conn, "SAVEPOINT dbtools_short_apply")
     try:
         out = delta.apply_locked(
-            conn, staged, plan, dev, backup, made.xmin, schemas, progress, guard.locked_at or 0.0
+            conn, staged, plan, dev, backup, schemas, progress, guard.locked_at or 0.0
         )
     except (delta.Conflict, psycopg2.Error) as exc:
         interrupt.raise_if_received()

@@ -43,7 +43,6 @@ from dbtools.snapshot import post_load, suspend
 from dbtools.snapshot.preflight import LoadPlan, check_schema
 from dbtools.sync.staging import BY_KEY, REPLACE, StagedTable, Staging
 from dbtools.sync.staging import on_key as _on_key
-from dbtools.xid import newer_than
 
 
 class Conflict(Exception):
@@ -70,14 +69,17 @@ def _matching(conn: Conn, st: StagedTable, stage: str) -> int:
     return int(rows)
 
 
-def _prove_untouched(conn: Conn, st: StagedTable, xmin: int) -> None:
+def _prove_untouched(conn: Conn, st: StagedTable) -> None:
     t = st.table
-    if st.mode == REPLACE:
-        rows, newer = _one(
+    if st.mode == REPLACE:  # exactly the row versions staging found equal to the backup
+        assert st.versions is not None
+        rows, same = _one(
             conn,
-            f"SELECT count(*), count(*) FILTER (WHERE {newer_than('t', xmin)}) FROM {t.only} t",
+            f"SELECT count(*), count(v.__dbtools_ctid) FROM {t.only} t "
+            f"LEFT JOIN {st.versions} v ON t.tableoid = v.__dbtools_rel "
+            "AND t.ctid = v.__dbtools_ctid AND t.xmin::text = v.__dbtools_xmin",
         )
-        if rows != st.prod_rows or newer:
+        if rows != st.prod_rows or same != rows:
             raise Conflict(f"{t.key} was written since the backup")
         return
     if st.versions is not None:  # each row still the version staging found equal to the backup
@@ -143,8 +145,7 @@ def _write(conn: Conn, st: StagedTable, kind: str) -> None:
             differs = " OR ".join(f"t.{c} IS DISTINCT FROM s.{c}" for c in kept)
             (rows,) = _one(
                 conn,
-                f"SELECT count(*) FROM {t.only} t JOIN {stage} s ON {_on_key(st)} "
-                f"WHERE {differs}",
+                f"SELECT count(*) FROM {t.only} t JOIN {stage} s ON {_on_key(st)} WHERE {differs}",
             )
             if rows:
                 raise Conflict(f"{t.key}: {rows} rows change a GENERATED ALWAYS identity value")
@@ -202,8 +203,7 @@ def _no_update_action(conn: Conn, st: StagedTable, plan: LoadPlan, staging: Stag
         if not changing:
             continue  # the apply never changes a key, nor a column it does not copy
         differs = " OR ".join(
-            f"t.{quote_ident(c)}::text IS DISTINCT FROM s.{quote_ident(c)}::text"
-            for c in changing
+            f"t.{quote_ident(c)}::text IS DISTINCT FROM s.{quote_ident(c)}::text" for c in changing
         )
         old = ", ".join(f"t.{quote_ident(c)}" for c in fk.ref_columns)
         on = " AND ".join(
@@ -305,7 +305,6 @@ def apply_locked(
     plan: LoadPlan,
     dev: fmt.Manifest,
     backup: fmt.Manifest,
-    backup_xmin: int,
     schemas: list[str],
     progress: Progress,
     locked_at: float,
@@ -314,7 +313,7 @@ def apply_locked(
     check_schema(conn, dev, schemas, "before the apply")
     _no_rules(conn, plan)
     for st in staging.tables:
-        _prove_untouched(conn, st, backup_xmin)
+        _prove_untouched(conn, st)
     sequences = _sequences(conn, plan, dev, backup)
     say(progress, "no row the apply changes was written since the backup")
     tables = [st.table for st in staging.tables]

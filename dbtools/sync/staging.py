@@ -31,7 +31,7 @@ from dbtools.db import Conn, Progress, execute, quote_ident
 from dbtools.errors import SnapshotError
 from dbtools.progress import phase, table_task
 from dbtools.snapshot import format as fmt
-from dbtools.snapshot import load
+from dbtools.snapshot import hashing, load
 from dbtools.snapshot.preflight import LoadPlan
 
 BY_KEY = "by_key"
@@ -49,8 +49,11 @@ class StagedTable:
     stages: dict[str, str] = field(default_factory=dict)  # kind -> temp table (quoted)
     counts: dict[str, int] = field(default_factory=dict)  # kind -> rows
     prod_rows: int = 0  # rows in the backup
-    # BY_KEY: the row versions (ctid, xmin) found, when staging ended, for every row the apply
-    # will overwrite or delete, each then equal to its backup copy (`record_versions`)
+    prod_hash: str = ""  # the backup's content hash of the table (snapshot.hashing)
+    prod_columns: list[str] = field(default_factory=list)  # the backup's copied columns
+    # The row versions (ctid, xmin) found, when staging ended, for every row the apply will
+    # overwrite or delete (REPLACE: every row, and the partition, tableoid), each then equal
+    # to its backup copy (`record_versions`)
     versions: str | None = None
 
     @property
@@ -110,8 +113,7 @@ def _stage(
     cols = ", ".join(quote_ident(c) for c in columns)
     execute(
         conn,
-        f"CREATE TEMP TABLE {name} ON COMMIT DROP AS SELECT {cols} FROM {table.only} "
-        "WITH NO DATA",
+        f"CREATE TEMP TABLE {name} ON COMMIT DROP AS SELECT {cols} FROM {table.only} WITH NO DATA",
     )
     rows = load.copy_batches(conn, f"COPY {name} ({cols}) FROM STDIN", table.key, batches)
     execute(conn, f"ANALYZE {name}")  # the apply joins it with the table: plan with its size
@@ -163,7 +165,14 @@ def stage_changes(
                         changed_rows(sources, table.key, d, p) if table.primary_key else None
                     )
                     mode = BY_KEY if positions is not None else REPLACE
-                    entry = StagedTable(table, mode, columns, prod_rows=p.rows)
+                    entry = StagedTable(
+                        table,
+                        mode,
+                        columns,
+                        prod_rows=p.rows,
+                        prod_hash=p.content_hash,
+                        prod_columns=[str(c["name"]) for c in p.columns],
+                    )
                     task.set_total(
                         d.rows if positions is None else sum(map(len, positions.values()))
                     )
@@ -228,7 +237,13 @@ def record_versions(conn: Conn, st: StagedTable, n: int) -> str:
     """Prove, in one statement (one view of prod), that every row the apply will overwrite or
     delete is still exactly the backup's copy, and record its version (ctid, xmin): under the
     lock, an unchanged version proves the row unchanged since the backup, with no assumption
-    about transactions. '' when it holds, else why not (the run then loads in full)."""
+    about transactions. '' when it holds, else why not (the run then loads in full).
+
+    A table replaced whole: all its rows, with their row hashes, whose sum must be the
+    backup's content hash (the same rows, whatever their versions: the proof needs no
+    snapshot xmin, which any transaction of the cluster, in any database, holds back)."""
+    if st.mode == REPLACE:
+        return _record_all_versions(conn, st, n)
     sources = [st.stages[k] for k in ("before", "deleted") if k in st.stages]
     if st.mode != BY_KEY or not sources:
         return ""
@@ -247,5 +262,24 @@ def record_versions(conn: Conn, st: StagedTable, n: int) -> str:
     (bad,) = execute(conn, f"SELECT count(*) FILTER (WHERE __dbtools_differs) FROM {name}")[0]
     if bad:
         return f"{bad} rows of {st.table.key} that the apply changes changed since the backup"
+    st.versions = name
+    return ""
+
+
+def _record_all_versions(conn: Conn, st: StagedTable, n: int) -> str:
+    name = quote_ident(f"__dbtools_versions_{n}")
+    names = hashing.hashed_columns(st.table, st.prod_columns)
+    row_hash = hashing.row_hash_expression(names) if names else "0::bigint"
+    execute(
+        conn,
+        f"CREATE TEMP TABLE {name} ON COMMIT DROP AS SELECT t.tableoid AS __dbtools_rel, "
+        f"t.ctid AS __dbtools_ctid, t.xmin::text AS __dbtools_xmin, {row_hash} AS __dbtools_hash "
+        f"FROM {st.table.only} t",
+    )
+    rows, total = execute(
+        conn, f"SELECT count(*), coalesce(sum(__dbtools_hash), 0)::text FROM {name}"
+    )[0]
+    if hashing.format_hash(int(rows), int(total)) != st.prod_hash:
+        return f"{st.table.key} was written since the backup"
     st.versions = name
     return ""
