@@ -367,3 +367,20 @@ def test_a_write_to_a_keyless_table_makes_it_load_in_full(
         # (the same values written before staging: the content is still the backup's)
         assert data["lock"]["mode"] == "full", data["lock"]
     assert _synced(project.prod_url) == _synced(project.dev_url)
+
+
+def test_an_update_that_changes_a_referenced_generated_value_of_an_app_row_loads_in_full(
+    project: Project,
+) -> None:
+    _checks(project)
+    _both(
+        project,
+        "CREATE TABLE p (id int PRIMARY KEY, name text,"
+        " code text GENERATED ALWAYS AS (upper(name)) STORED UNIQUE);"
+        "CREATE TABLE c (id int PRIMARY KEY, code text REFERENCES p (code) ON UPDATE CASCADE);"
+        "INSERT INTO p (id, name) VALUES (1, 'a'), (2, 'b'); INSERT INTO c VALUES (10, 'B')",
+    )
+    execute(project.dev_url, "UPDATE p SET name = 'z' WHERE id = 1")
+    data = _run_with_app_write(project, "INSERT INTO c VALUES (100, 'A')")
+    assert data["lock"]["mode"] == "full", data["lock"]
+    assert _synced(project.prod_url) == _synced(project.dev_url)

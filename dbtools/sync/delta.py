@@ -199,11 +199,15 @@ def _no_update_action(conn: Conn, st: StagedTable, plan: LoadPlan, staging: Stag
     for fk in plan.foreign_keys:
         if fk.ref_table != st.table.key or fk.on_update in ("NO ACTION", "RESTRICT"):
             continue
-        changing = [c for c in fk.ref_columns if c not in st.key and c in st.columns]
+        changing = [c for c in fk.ref_columns if c not in st.key]
         if not changing:
-            continue  # the apply never changes a key, nor a column it does not copy
+            continue  # the apply never changes a key
         differs = " OR ".join(
-            f"t.{quote_ident(c)}::text IS DISTINCT FROM s.{quote_ident(c)}::text" for c in changing
+            # a generated column (not staged) may change with any row the apply updates
+            f"t.{quote_ident(c)}::text IS DISTINCT FROM s.{quote_ident(c)}::text"
+            if c in st.columns
+            else "true"
+            for c in changing
         )
         old = ", ".join(f"t.{quote_ident(c)}" for c in fk.ref_columns)
         on = " AND ".join(
