@@ -384,3 +384,29 @@ def test_an_update_that_changes_a_referenced_generated_value_of_an_app_row_loads
     data = _run_with_app_write(project, "INSERT INTO c VALUES (100, 'A')")
     assert data["lock"]["mode"] == "full", data["lock"]
     assert _synced(project.prod_url) == _synced(project.dev_url)
+
+
+def test_a_set_sequence_is_read_but_not_drawn_from_until_the_commit(project: Project) -> None:
+    """A standalone sequence dev moved: between the apply and the commit the application
+    reads its old value, and a nextval() waits (it could otherwise hand out dev's ids)."""
+    _checks(project)
+    _both(project, "CREATE TABLE t (id int PRIMARY KEY); CREATE SEQUENCE free_seq")
+    execute(project.dev_url, "INSERT INTO t VALUES (1); SELECT setval('free_seq', 7)")
+    proc = start_cli(project, ["sync-data", "--yes"], "load.before_commit=600")
+    try:
+        wait_marker(proc, "load.before_commit")
+        conn = psycopg2.connect(project.prod_url)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SET statement_timeout = '2s'")
+                cur.execute("SELECT last_value, is_called FROM free_seq")  # never waits
+                assert cur.fetchone() == (1, False)
+                cur.execute("SET lock_timeout = '200ms'")
+                with pytest.raises(psycopg2.errors.LockNotAvailable):
+                    cur.execute("SELECT nextval('free_seq')")
+        finally:
+            conn.close()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert execute(project.prod_url, "SELECT last_value, is_called FROM free_seq") == [(1, False)]

@@ -10,17 +10,28 @@ and the changed rows were staged. Then, in the guard's one transaction:
 3. no row the apply overwrites or deletes changed since the backup: staging found each such
    row equal to its backup copy and recorded its version (ctid, xmin), and each is still that
    version (sync.staging.record_versions); no row the apply inserts exists already; a table
-   replaced whole is unchanged altogether (same row count, no row newer than the backup's
-   snapshot, dbtools.xid); and no sequence the apply sets moved. So the backup holds
+   replaced whole is unchanged altogether (exactly the row versions staging found equal to
+   the backup); and no sequence the apply sets moved. So the backup holds
    every row value the apply destroys, and `rollback` can bring it back. Rows the application
    wrote meanwhile that the apply does not touch are kept, exactly as if they had been
    written just after the commit;
 4. user triggers are held off; inserts and updates go in foreign-key order, then deletes in
    reverse order (one retry with deletes first, for a unique value that moves from a deleted
    row to a new one); each statement must touch exactly the staged number of rows, and a
-   delete that would cascade into rows the apply does not own is refused;
+   delete that would cascade into rows the apply does not own is refused, as is an update
+   that would fire ON UPDATE CASCADE / SET NULL / SET DEFAULT into them; a rule on any
+   table of the load refuses the short path (it may rewrite the writes; the full load's
+   TRUNCATE and COPY ignore rules); deferred constraints are checked before the savepoint
+   is released (SET CONSTRAINTS ALL IMMEDIATE), not at COMMIT;
 5. every touched row is compared with its staged value (text forms, column by column), the
    deleted keys are gone, the sequences are set, materialized views refreshed.
+
+Keys are matched as stored (sync.staging.on_key): a float key -0 is not the row keyed 0. A
+table replaced whole is proven unchanged by its row versions, recorded by staging with row
+hashes that sum to the backup's content hash: no snapshot xmin, so no dependence on other
+transactions of the cluster. Sequences are set with ALTER SEQUENCE ... RESTART and setval
+(post_load.set_sequence), which a rollback undoes; until the commit, nextval() on them waits,
+as writes to the locked tables do, and reads go on.
 
 Any doubt raises Conflict: the caller rolls the apply back to its savepoint, keeps the lock,
 and loads in full after a fresh backup (the long path). A database error rolls back the whole
@@ -110,7 +121,15 @@ def _sequences(
         if value == old_v.get(name) or value[0] is None:
             continue
         schema, _, seq = name.partition(".")
-        now = list(_one(conn, f"SELECT last_value, is_called FROM {db.qualified(schema, seq)}"))
+        qualified = db.qualified(schema, seq)
+        # A no-op ALTER SEQUENCE takes the sequence's lock (nextval() waits until the commit,
+        # once the calls under way have committed): what is read now cannot move before the
+        # apply sets it, even through a table the lock does not hold.
+        ((increment,),) = execute(
+            conn, "SELECT seqincrement FROM pg_sequence WHERE seqrelid = %s::regclass", (qualified,)
+        )
+        execute(conn, f"ALTER SEQUENCE {qualified} INCREMENT BY {int(increment)}")
+        now = list(_one(conn, f"SELECT last_value, is_called FROM {qualified}"))
         if now != old_v.get(name):
             raise Conflict(f"sequence {name} moved since the backup")
         out.append((name, value))
