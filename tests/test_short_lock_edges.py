@@ -413,3 +413,24 @@ def test_a_set_sequence_is_read_but_not_drawn_from_until_the_commit(project: Pro
         proc.kill()
         proc.wait()
     assert execute(project.prod_url, "SELECT last_value, is_called FROM free_seq") == [(1, False)]
+
+
+def test_a_rule_on_a_table_the_apply_does_not_write_keeps_the_short_path(
+    project: Project,
+) -> None:
+    """A preserved table's rule: the apply never writes there (the full load would put its
+    rows back with INSERT, which the rule rewrites)."""
+    _checks(project)
+    configure(project, "preserved_tables = keep")
+    _both(
+        project,
+        "CREATE TABLE keep (id int PRIMARY KEY); CREATE TABLE t (id int PRIMARY KEY);"
+        "INSERT INTO keep VALUES (1), (2); INSERT INTO t VALUES (1);"
+        "CREATE RULE r AS ON INSERT TO keep DO INSTEAD NOTHING",
+    )
+    execute(project.dev_url, "INSERT INTO t VALUES (2); DELETE FROM keep WHERE id = 2")
+    keep = digests(project.prod_url)["public.keep"]
+    data = _sync(project)
+    assert data["lock"]["mode"] == "short", data["lock"]
+    assert digests(project.prod_url)["public.keep"] == keep
+    assert digests(project.prod_url)["public.t"] == digests(project.dev_url)["public.t"]

@@ -19,8 +19,8 @@ and the changed rows were staged. Then, in the guard's one transaction:
    reverse order (one retry with deletes first, for a unique value that moves from a deleted
    row to a new one); each statement must touch exactly the staged number of rows, and a
    delete that would cascade into rows the apply does not own is refused, as is an update
-   that would fire ON UPDATE CASCADE / SET NULL / SET DEFAULT into them; a rule on any
-   table of the load refuses the short path (it may rewrite the writes; the full load's
+   that would fire ON UPDATE CASCADE / SET NULL / SET DEFAULT into them; a rule on a table
+   the apply writes refuses the short path (it may rewrite the writes; the full load's
    TRUNCATE and COPY ignore rules); deferred constraints are checked before the savepoint
    is released (SET CONSTRAINTS ALL IMMEDIATE), not at COMMIT;
 5. every touched row is compared with its staged value (text forms, column by column), the
@@ -299,15 +299,16 @@ def _verify(conn: Conn, st: StagedTable, dev: fmt.Manifest) -> None:
         raise Conflict(f"{t.key}: {rows} deleted rows are still there")
 
 
-def _no_rules(conn: Conn, plan: LoadPlan) -> None:
+def _no_rules(conn: Conn, staging: Staging) -> None:
     """The apply's INSERT, UPDATE and DELETE statements must do what they say: a rule (CREATE
-    RULE) on a table they write, or on one a foreign-key action reaches, may rewrite them or
-    write elsewhere. The full load is not rewritten (TRUNCATE and COPY ignore rules)."""
+    RULE) on a table they write may rewrite them or write elsewhere. They write the staged
+    tables only (a foreign-key action reaches no other: _no_cascade, _no_update_action). The
+    full load is not rewritten (TRUNCATE and COPY ignore rules)."""
     rows = execute(
         conn,
         "SELECT r.ev_class::regclass::text, r.rulename FROM pg_rewrite r "
         "WHERE r.ev_class = ANY(%s::oid[]) AND r.rulename <> '_RETURN' ORDER BY 1, 2 LIMIT 1",
-        ([t.oid for t in plan.tables],),
+        ([st.table.oid for st in staging.tables],),
     )
     if rows:
         table, rule = rows[0]
@@ -334,7 +335,7 @@ def apply_locked(
 ) -> DeltaResult:
     """Steps 2-5 of the module doc, on the guard's connection whose tables are locked."""
     check_schema(conn, dev, schemas, "before the apply")
-    _no_rules(conn, plan)
+    _no_rules(conn, staging)
     for st in staging.tables:
         _prove_untouched(conn, st)
     sequences = _sequences(conn, plan, dev, backup)
