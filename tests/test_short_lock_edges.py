@@ -434,3 +434,18 @@ def test_a_rule_on_a_table_the_apply_does_not_write_keeps_the_short_path(
     assert data["lock"]["mode"] == "short", data["lock"]
     assert digests(project.prod_url)["public.keep"] == keep
     assert digests(project.prod_url)["public.t"] == digests(project.dev_url)["public.t"]
+
+
+def test_a_float_array_key_that_differs_only_in_a_sign_is_written_as_dev_has_it(
+    project: Project,
+) -> None:
+    _checks(project)
+    _both(
+        project,
+        "CREATE TABLE fa (k float8[] PRIMARY KEY, v text);"
+        "INSERT INTO fa VALUES ('{0,1}', 'zero'), ('{2}', 'two')",
+    )
+    execute(project.dev_url, "UPDATE fa SET k = '{-0,1}' WHERE v = 'zero'")
+    data = _sync(project)
+    assert data["lock"]["mode"] == "short", data["lock"]
+    assert _synced(project.prod_url) == _synced(project.dev_url)

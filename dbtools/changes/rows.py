@@ -180,7 +180,7 @@ def _join(
         # a float key is matched by its spelling: -0.0 = 0.0 to DuckDB, not to PostgreSQL
         + " AND ".join(
             f"CAST(d.{d_at[k]} AS VARCHAR) = CAST(p.{p_at[k]} AS VARCHAR)"
-            if shape[k][0] in ("float", "double", "halffloat")
+            if "float" in shape[k][0] or "double" in shape[k][0]  # lists of floats too
             else f"d.{d_at[k]} = p.{p_at[k]}"
             for k in key
         )

@@ -218,7 +218,7 @@ def stage_changes(
     return Staging(staged, unchanged, total)
 
 
-_FLOATS = ("float4", "float8")
+_FLOATS = ("float4", "float8", "_float4", "_float8")
 
 
 def on_key(st: StagedTable, a: str = "t", b: str = "s") -> str:
