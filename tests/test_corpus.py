@@ -131,7 +131,9 @@ def _expected_after_sync(
     return want, whose
 
 
-def _round_trip(build: Build, c: Corpus, scale: int = 1) -> None:
+def _round_trip(build: Build, c: Corpus, scale: int = 1, *, lock: str = "short lock") -> None:
+    """`lock`: what the run must say of how it wrote prod ("short lock": only the changes,
+    under a write lock; or the reason it loaded in full)."""
     proj = build(c, scale)
     dev_tables = table_states(proj.dev_url, c.schemas)
     dev_seqs = sequence_states(proj.dev_url, c.schemas)
@@ -143,6 +145,7 @@ def _round_trip(build: Build, c: Corpus, scale: int = 1) -> None:
 
     result = proj.invoke("sync-data", "--yes")
     assert result.exit_code == 0, f"sync-data exited {result.exit_code}: {result.output}"
+    assert lock in result.output, result.output
 
     after_tables = table_states(proj.prod_url, c.schemas)
     after_seqs = sequence_states(proj.prod_url, c.schemas)
@@ -199,7 +202,8 @@ def test_saas_round_trips_through_sync_data_and_rollback(corpus_project: Build) 
     """Two schemas, a quoted-name FK cycle, odd table/column names in setup.cfg, composite,
     domain, range, multirange, citext, hstore, "char", xid8, unlogged, zero-column and
     dropped-column tables, a free sequence with is_called = false."""
-    _round_trip(corpus_project, CORPORA["saas"])
+    # A table without columns has no row to match by key: the short path cannot prove it.
+    _round_trip(corpus_project, CORPORA["saas"], lock="app.heartbeat has no columns")
 
 
 def test_media_round_trips_through_sync_data_and_rollback(corpus_project: Build) -> None:
