@@ -19,6 +19,7 @@ import pytest
 
 from support.db import SERVER_URL, create_database, drop_database
 from support.project import REPO, Project
+from support.types_pair import two_databases
 
 
 @pytest.fixture(scope="session")
@@ -93,3 +94,10 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Project
     finally:
         drop_database(dev_name)
         drop_database(prod_name)
+
+
+@pytest.fixture(scope="module")
+def pair() -> Iterator[tuple[psycopg2.extensions.connection, psycopg2.extensions.connection]]:
+    """A source and a target database shared by a module's tests (hypothesis needs that):
+    the type suites' round trips (support/types_pair.py)."""
+    yield from two_databases()

@@ -15,13 +15,6 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_types_roundtrip import (  # noqa: F401  (pair: the module's fixture)
-    create_both,
-    pair,
-    roundtrip,
-    rows_text,
-    table_of,
-)
 
 from dbtools.changes import compare
 from dbtools.changes.model import BY_KEY
@@ -34,6 +27,12 @@ from dbtools.snapshot.load import load_table
 from support.db import execute
 from support.project import Project
 from support.snapshot import settings_for
+from support.types_pair import (
+    create_both,
+    roundtrip,
+    rows_text,
+    table_of,
+)
 
 Conn = psycopg2.extensions.connection
 TEXT = "string"
@@ -314,7 +313,7 @@ def _setup(src: Conn, dst: Conn) -> None:
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_hostile_values_roundtrip_exactly(pair: tuple, tmp_path: Path, case: str) -> None:  # noqa: F811
+def test_hostile_values_roundtrip_exactly(pair: tuple, tmp_path: Path, case: str) -> None:
     src, dst = pair
     pg_type, values, stored = CASES[case]
     _setup(src, dst)
@@ -355,7 +354,7 @@ def _export(src: Conn, name: str, dest: Path, **options: int) -> TableExport:
 
 
 def test_a_batch_of_only_null_arrays_and_uuids_keeps_the_columns_native(
-    pair: tuple,  # noqa: F811
+    pair: tuple,
     tmp_path: Path,
 ) -> None:
     """A reader batch whose array or uuid values are all NULL fits the list and uuid types
@@ -386,7 +385,7 @@ def test_a_batch_of_only_null_arrays_and_uuids_keeps_the_columns_native(
     assert after == before
 
 
-def test_huge_arrays_in_one_value(pair: tuple, tmp_path: Path) -> None:  # noqa: F811
+def test_huge_arrays_in_one_value(pair: tuple, tmp_path: Path) -> None:
     """100,000 elements in one array value: hostile text, ints, floats with specials."""
     src, dst = pair
     create_both(
@@ -419,7 +418,7 @@ def test_huge_arrays_in_one_value(pair: tuple, tmp_path: Path) -> None:  # noqa:
 
 
 def test_a_late_value_that_does_not_fit_turns_every_file_of_the_column_into_text(
-    pair: tuple,  # noqa: F811
+    pair: tuple,
     tmp_path: Path,
 ) -> None:
     """100,000 rows fit as lists; the last one does not (2-D float array, a BC date): both
@@ -546,7 +545,7 @@ def test_read_snapshot_keeps_null_apart_from_nan(project: Project) -> None:
 
 
 def test_a_row_wider_than_the_block_and_a_value_a_list_cannot_hold(
-    pair: tuple,  # noqa: F811
+    pair: tuple,
     tmp_path: Path,
 ) -> None:
     """Both retries in one export: the block is widened for a 300 kB array value, and the
@@ -667,7 +666,7 @@ def test_array_literal_parser_inverts_array_out(rows: list[list[str | None] | No
 
 
 def test_bytea_printed_in_escape_form_falls_back_instead_of_being_misread(
-    pair: tuple,  # noqa: F811
+    pair: tuple,
     tmp_path: Path,
 ) -> None:
     """dbtools sessions print bytea as hex; a connection that prints the escape form (`abc`,
