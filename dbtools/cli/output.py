@@ -41,6 +41,7 @@ from dbtools.errors import (
     Declined,
 )
 from dbtools.progress import Reporter, make_reporter
+from dbtools.progress.text import printable
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -65,7 +66,7 @@ class Options:
     def echo(self, text: str = "") -> None:
         """Human output on stdout; silent under --json so stdout stays one JSON object."""
         if not self.json:
-            click.echo(redact(text))
+            click.echo(shown(text))
 
     @property
     def progress(self) -> Progress:
@@ -103,7 +104,7 @@ class Options:
 
     def warn(self, text: str) -> None:
         if not self.json:
-            click.echo(redact(f"warning: {text}"), err=True)
+            to_stderr(shown(f"warning: {text}"))
 
     def will_ask(self, what: str) -> bool:
         """Whether a question will be asked: False under --yes (CI), True at a terminal; with
@@ -121,7 +122,7 @@ class Options:
         """What a question is about, printed just before it, where the question goes (stderr:
         stdout stays the command's result, one JSON object under --json)."""
         with self._paused():
-            click.echo(redact(text), err=True)
+            click.echo(shown(text), err=True)
 
     def confirm(self, question: str) -> None:
         """Ask on a terminal; --yes answers for CI. No (or no answer), or no terminal and no
@@ -130,7 +131,7 @@ class Options:
             return
         try:
             with self._paused():
-                yes = click.confirm(redact(question), default=False, err=True)
+                yes = click.confirm(shown(question), default=False, err=True)
         except click.exceptions.Abort:  # end of input at the prompt; or Ctrl-C
             if interrupt.received() is not None:
                 raise
@@ -147,28 +148,53 @@ class Options:
         if self.json:
             payload = {"ok": exit_code == 0, **data}
             payload.setdefault("seconds", round(took, 3))
-            click.echo(json_text(payload))
-        elif text is not None:
+            result = json_text(payload)
+        else:
             rendered = text() if callable(text) else text
-            if rendered:
-                click.echo(redact(rendered))
+            result = shown(rendered) if rendered else None
+        if result is not None:
+            try:
+                click.echo(result)
+            except OSError as exc:
+                # stdout's reader went away (`| head`) or its disk is full: the work is done
+                # but its result is lost, which the caller must learn from the exit code.
+                lost = f"the result could not be written to stdout ({exc.strerror or exc})"
+                to_stderr(f"error: {lost}")
+                sys.exit(exit_code or EXIT_CONFIG)
         if not self.json and self._closing_line:
             ended = "done" if exit_code == 0 else f"ended (exit {exit_code})"
-            click.echo(f"{ended} in {took:.1f} s", err=True)
+            to_stderr(f"{ended} in {took:.1f} s")
         sys.exit(exit_code)
 
 
+def shown(text: str) -> str:
+    """Text for a person: redacted, and what a terminal would act on (an escape sequence in a
+    table's name) shown as its escape; newlines stay."""
+    return printable(redact(text), keep_newlines=True)
+
+
+def to_stderr(line: str) -> None:
+    """A line on stderr that cannot fail the command: a closed or broken stderr (`2>&-`, a
+    reader that went away) loses the line, never the result nor the exit code."""
+    with contextlib.suppress(OSError, ValueError):
+        click.echo(line, err=True)
+
+
 def _fail(opts: Options, message: str, code: int, hint: str | None = None) -> NoReturn:
-    message, hint = redact(message), redact(hint) if hint else None
     if opts.json:
+        message, hint = redact(message), redact(hint) if hint else None
         payload: dict[str, Any] = {"ok": False, "error": message, "exit_code": code}
         if hint:
             payload["hint"] = hint
-        click.echo(json.dumps(payload, ensure_ascii=False))
-    else:
-        click.echo(f"error: {message}", err=True)
-        if hint:
-            click.echo(f"hint: {hint}", err=True)
+        try:
+            click.echo(json.dumps(payload, ensure_ascii=False))
+            sys.exit(code)
+        except OSError:  # stdout's reader went away: the error still gets its line
+            pass
+    # One line: a newline in a table's name (or a driver's message) does not start another.
+    to_stderr(f"error: {printable(redact(message))}")
+    if hint:
+        to_stderr(f"hint: {printable(redact(hint))}")
     sys.exit(code)
 
 
@@ -231,7 +257,7 @@ def _debug_chain(exc: BaseException) -> None:
         "".join(traceback.format_exception(type(e), e, e.__traceback__, chain=False))
         for e in reversed(chain)
     ]
-    click.echo(redact("which led to:\n".join(parts)).rstrip(), err=True)
+    to_stderr(shown("which led to:\n".join(parts)).rstrip())
 
 
 def _render_error(opts: Options, exc: BaseException) -> None:
