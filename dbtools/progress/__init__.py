@@ -38,6 +38,7 @@ therefore always reach a thread that acts on them.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sys
 from collections.abc import Iterator, Mapping
@@ -47,6 +48,7 @@ from dbtools.db import Progress
 from dbtools.progress.reporter import (
     DEFAULT_INTERVAL,
     THREAD_NAME,
+    TICK_SECONDS,
     PhaseTask,
     Reporter,
     TableTask,
@@ -55,15 +57,20 @@ from dbtools.progress.reporter import (
 ENV_MODE = "DBTOOLS_PROGRESS"
 ENV_INTERVAL = "DBTOOLS_PROGRESS_INTERVAL"
 MODES = ("auto", "rich", "plain", "off")
+# A line per running table every ticker step is the most a log gets (1e-9 must not flood).
+MIN_INTERVAL = TICK_SECONDS
 
 
 def interval_from(environ: Mapping[str, str]) -> float:
-    """Seconds between plain lines: DBTOOLS_PROGRESS_INTERVAL when it is a positive number."""
+    """Seconds between plain lines: DBTOOLS_PROGRESS_INTERVAL when it is a positive, finite
+    number ("inf" would never say the run is alive), and at least MIN_INTERVAL."""
     try:
         value = float(environ.get(ENV_INTERVAL, "") or DEFAULT_INTERVAL)
     except ValueError:
         return DEFAULT_INTERVAL
-    return value if value > 0 else DEFAULT_INTERVAL
+    if not math.isfinite(value) or value <= 0:
+        return DEFAULT_INTERVAL
+    return max(value, MIN_INTERVAL)
 
 
 def choose(
@@ -72,6 +79,8 @@ def choose(
     """(mode, closing): the progress mode for `stream` ("rich", "plain" or "off", module doc)
     and whether the command's closing line ("done in 12.3 s") is printed there."""
     env = os.environ if environ is None else environ
+    if stream is None:  # stderr closed (`2>&-`): no thread, no connection, for nobody
+        return "off", False
     wanted = env.get(ENV_MODE, "auto").strip().lower() or "auto"
     if wanted not in MODES:
         wanted = "auto"
