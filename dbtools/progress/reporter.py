@@ -17,7 +17,7 @@ from dbtools import interrupt
 from dbtools.config import redact
 from dbtools.db import Progress, say
 from dbtools.progress import poll
-from dbtools.progress.text import count, seconds, size
+from dbtools.progress.text import count, printable, seconds, size
 
 DEFAULT_INTERVAL = 10.0
 POLL_SECONDS = 1.0  # how often pg_stat_progress_copy is read (at most the interval)
@@ -141,6 +141,10 @@ class Reporter:
         self._last_line = self.started
         self._last_poll = 0.0
         self._rich: Any = None
+        # A terminal's finished lines, printed together on the next tick: each print redraws
+        # the live area, which costs milliseconds (a line per table was most of the time of a
+        # thousand small tables).
+        self._pending: list[tuple[str, bool]] = []
         if mode == "rich":
             try:
                 from dbtools.progress.terminal import RichView
@@ -184,6 +188,7 @@ class Reporter:
     def paused(self) -> Iterator[None]:
         """Nothing printed while inside: a question waits for its answer on this stream."""
         with self._lock:
+            self._flush()  # what happened before the question shows above it
             self._paused += 1
             self._show_live(False)
         try:
@@ -213,7 +218,7 @@ class Reporter:
         with self._lock, contextlib.suppress(Exception):
             self._phases.append(ph)
             if self._rich is not None:
-                ph.bar = self._rich.add(name, tables, "tables", False)
+                ph.bar = self._rich.add(printable(name), tables, "tables", False)
             self._show_live(True)
         return ph
 
@@ -245,7 +250,7 @@ class Reporter:
             task.phase = self._phases[-1] if self._phases else None
             self._tasks.append(task)
             if self._rich is not None:
-                task.bar = self._rich.add(f"  {verb} {key}", total, "rows", False)
+                task.bar = self._rich.add(printable(f"  {verb} {key}"), total, "rows", False)
                 self._show_live(True)
             else:
                 rows = f": {count(total)} rows" if total is not None else ""
@@ -276,9 +281,13 @@ class Reporter:
         if self._silent():
             return
         with contextlib.suppress(Exception):
-            line = redact(text)
+            # Redacted as written; then whatever a terminal would act on (a table's name is
+            # anyone's choice: an escape sequence, a newline) is shown as its escape.
+            line = printable(redact(text))
             if self._rich is not None:
-                self._rich.print(line, mark=mark)
+                self._pending.append((line, mark))
+                if not self._rich.live:
+                    self._flush()
             else:
                 self.stream.write(line + "\n")
                 self.stream.flush()
@@ -287,8 +296,18 @@ class Reporter:
     def _busy(self) -> bool:
         return bool(self._tasks or self._phases)
 
+    def _flush(self) -> None:
+        """Print the terminal's pending lines (after a signal: drop them, module doc)."""
+        lines, self._pending = self._pending, []
+        if self._rich is None or not lines or interrupt.received() is not None:
+            return
+        with contextlib.suppress(Exception):
+            self._rich.print_lines(lines)
+
     def _show_live(self, on: bool) -> None:
         if self._rich is not None:
+            if not on:
+                self._flush()
             with contextlib.suppress(Exception):
                 self._rich.show(on and not self._silent())
 
@@ -359,6 +378,7 @@ class Reporter:
                     if task.bar is not None:
                         self._rich.update(task.bar, task.rows, task.total, task.about, task.nbytes)
                 self._rich.refresh()
+                self._flush()
             else:
                 self._plain_tick(now)
 

@@ -65,11 +65,22 @@ class _Rate(ProgressColumn):
         return Text(f"{short(speed)} rows/s")
 
 
+class _Bars(Bars):
+    """rich's Progress, redrawn only when the reporter says (add_task would redraw at once:
+    milliseconds per table, most of the time of a run over many small tables)."""
+
+    def refresh(self) -> None:
+        pass
+
+    def redraw(self) -> None:
+        super().refresh()
+
+
 class RichView:
     def __init__(self, stream: TextIO) -> None:
         # force_terminal: DBTOOLS_PROGRESS=rich asks for the display on any stream.
         self.console = Console(file=stream, force_terminal=True, highlight=False, markup=False)
-        self.bars = Bars(
+        self.bars = _Bars(
             TextColumn(
                 "{task.description}",
                 markup=False,
@@ -89,13 +100,15 @@ class RichView:
         )
         self.live = False
 
-    def print(self, text: str, *, mark: bool = False) -> None:
-        self.console.print(Text(("✓ " if mark else "") + text), soft_wrap=True)
+    def print_lines(self, lines: list[tuple[str, bool]]) -> None:
+        """Lines above the live area, in one print (each print redraws the area): (text,
+        whether it is a finished table's, marked with a check)."""
+        shown = [Text(("✓ " if mark else "") + text) for text, mark in lines]
+        self.console.print(Text("\n").join(shown), soft_wrap=True)
 
     def add(self, description: str, total: int | None, unit: str, about: bool) -> TaskID:
-        bar = self.bars.add_task(description, total=total, unit=unit, about=about, nbytes=0)
-        self.refresh()
-        return bar
+        """A bar, drawn on the next refresh (the ticker's, a few times a second)."""
+        return self.bars.add_task(description, total=total, unit=unit, about=about, nbytes=0)
 
     def update(
         self, bar: TaskID, done: int, total: int | None, about: bool, nbytes: int = 0
@@ -103,11 +116,10 @@ class RichView:
         self.bars.update(bar, completed=done, total=total, about=about, nbytes=nbytes)
 
     def remove(self, bar: TaskID) -> None:
-        """Drop a bar; the live area is redrawn at once (a line printed next must not bring
-        the old area back)."""
+        """Drop a bar, gone on the next refresh (lines are printed after it: they do not
+        bring the old area back)."""
         with contextlib.suppress(KeyError):
             self.bars.remove_task(bar)
-        self.refresh()
 
     def show(self, on: bool) -> None:
         """Start or stop the live area (stopped, it leaves nothing on the screen)."""
@@ -120,4 +132,4 @@ class RichView:
 
     def refresh(self) -> None:
         if self.live:
-            self.bars.refresh()
+            self.bars.redraw()
