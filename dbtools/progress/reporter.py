@@ -396,7 +396,11 @@ class Reporter:
         with self._lock:
             work: dict[int, tuple[poll.Server, list[_Task]]] = {}
             for task in self._tasks:
-                if task.server is not None and not task.server.broken:
+                # A table done within the poll period is never asked about: a run of many
+                # small tables opens no connection of ours, and takes no slot a worker of the
+                # command might need (max_connections, a role's CONNECTION LIMIT).
+                young = now - task.started < self.poll_seconds
+                if task.server is not None and not task.server.broken and not young:
                     work.setdefault(id(task.server), (task.server, []))[1].append(task)
             idle = [s for s in self._servers.values() if id(s) not in work and s.conn]
             phases = bool(self._phases)
