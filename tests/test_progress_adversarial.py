@@ -431,3 +431,86 @@ def test_a_role_that_may_not_read_pg_stat_progress_copy_gets_times_only(project:
     finally:
         execute(project.dev_url, f"DROP OWNED BY {role}")
         admin_execute(f"DROP ROLE {role}")
+
+
+# --- a person at a terminal: a question, a signal --------------------------------------------
+
+
+def _on_a_terminal(
+    project: Project,
+    args: list[str],
+    act: bytes,
+    *,
+    when: bytes,
+    signal_to_send: int | None = None,
+    pause: str | None = None,
+) -> tuple[int, bytes]:
+    """Run with stdin and stderr a pseudo-terminal (rich's display on); once `when` shows,
+    type `act` (or send the signal). Returns the exit code and everything the screen got."""
+    master, slave = pty.openpty()
+    env = {**cli_env(project, pause), "TERM": "xterm-256color", progress.ENV_INTERVAL: "0.05"}
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dbtools", *args],
+            cwd=project.root,
+            env=env,
+            stdin=slave,
+            stdout=subprocess.PIPE,
+            stderr=slave,
+        )
+        os.close(slave)
+        slave = -1
+        screen, acted = b"", False
+        end = time.monotonic() + HANG
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:
+                break
+            if not data:
+                break
+            screen += data
+            if not acted and when in screen:
+                acted = True
+                if signal_to_send is None:
+                    os.write(master, act)
+                else:
+                    proc.send_signal(signal_to_send)
+            assert time.monotonic() < end, screen
+        proc.communicate(timeout=HANG)
+    finally:
+        if slave >= 0:
+            os.close(slave)
+        os.close(master)
+    return proc.returncode, screen
+
+
+def test_a_question_on_a_terminal_is_not_drawn_over_and_no_is_exit_4(seeded: Project) -> None:
+    code, screen = _on_a_terminal(seeded, ["sync-data"], b"n\r", when=b"[y/N]")
+    assert code == 4, screen
+    text = screen.decode(errors="replace")
+    question = text[text.index("replace the data of prod") :]
+    # after the question: only the answer's echo and the one error line, no redraw
+    assert "\x1b" not in question, question
+    assert question.splitlines()[-1] == "error: cancelled: nothing was changed", question
+
+
+def test_a_signal_while_the_terminal_display_runs_is_the_last_word(seeded: Project) -> None:
+    import signal
+
+    code, screen = _on_a_terminal(
+        seeded,
+        ["snapshot", "create", "--target", "dev"],
+        b"",
+        when=f"{faults.MARKER}snapshot.export".encode(),
+        signal_to_send=signal.SIGINT,
+        pause="snapshot.export=30",
+    )
+    assert code == 130, screen
+    text = screen.decode(errors="replace")
+    shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)  # what remains once the cursor moved
+    last = [ln for ln in shown.replace("\r", "\n").split("\n") if ln.strip()][-1]
+    assert last.startswith("error: interrupted (SIGINT)"), text[-400:]
+    # the live area hid the cursor; it is shown again before the last line
+    assert text.rfind("\x1b[?25h") > text.rfind("\x1b[?25l"), text[-400:]
+    assert_clean_server(seeded)
