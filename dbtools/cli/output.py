@@ -145,6 +145,7 @@ class Options:
         """The command's result and its closing summary: how long the command took."""
         self.stop_progress()
         took = self.seconds
+        result: str | None
         if self.json:
             payload = {"ok": exit_code == 0, **data}
             payload.setdefault("seconds", round(took, 3))
