@@ -66,7 +66,8 @@ class Options:
     def echo(self, text: str = "") -> None:
         """Human output on stdout; silent under --json so stdout stays one JSON object."""
         if not self.json:
-            click.echo(shown(text))
+            with self._paused():  # not drawn into the live display of a shared terminal
+                click.echo(shown(text))
 
     @property
     def progress(self) -> Progress:
@@ -104,7 +105,8 @@ class Options:
 
     def warn(self, text: str) -> None:
         if not self.json:
-            to_stderr(shown(f"warning: {text}"))
+            with self._paused():  # the live display is taken down for the line, not torn
+                to_stderr(shown(f"warning: {text}"))
 
     def will_ask(self, what: str) -> bool:
         """Whether a question will be asked: False under --yes (CI), True at a terminal; with
