@@ -65,6 +65,15 @@ class _Rate(ProgressColumn):
         return Text(f"{short(speed)} rows/s")
 
 
+class _Console(Console):
+    """rich's Console, except for a broken pipe: rich's own answer dup2s /dev/null onto
+    stdout (fd 1, the command's result) and raises SystemExit(1). Here the display just
+    goes quiet; the command, its result and its exit code go on."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+
+
 class _Bars(Bars):
     """rich's Progress, redrawn only when the reporter says (add_task would redraw at once:
     milliseconds per table, most of the time of a run over many small tables)."""
@@ -79,7 +88,7 @@ class _Bars(Bars):
 class RichView:
     def __init__(self, stream: TextIO) -> None:
         # force_terminal: DBTOOLS_PROGRESS=rich asks for the display on any stream.
-        self.console = Console(file=stream, force_terminal=True, highlight=False, markup=False)
+        self.console = _Console(file=stream, force_terminal=True, highlight=False, markup=False)
         self.bars = _Bars(
             TextColumn(
                 "{task.description}",
@@ -97,6 +106,7 @@ class RichView:
             transient=True,
             auto_refresh=False,
             expand=False,
+            redirect_stdout=False,  # stdout is the command's result, never the display's
         )
         self.live = False
 
