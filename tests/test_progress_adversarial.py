@@ -158,11 +158,13 @@ def test_a_terminal_is_redrawn_per_tick_not_per_table() -> None:
 # --- streams closed, or whose reader went away ----------------------------------------------
 
 
-def _stderr_reader_leaves(project: Project, args: list[str]) -> tuple[int, str]:
+def _stderr_reader_leaves(
+    project: Project, args: list[str], mode: str = "plain"
+) -> tuple[int, str]:
     """Run with stderr a pipe that is closed once the run is paused mid-export (what
     `2> >(head -1)` does): every later line on stderr meets a broken pipe."""
     read_end, write_end = os.pipe()
-    env = {**cli_env(project, "snapshot.export=0.5"), **FAST}
+    env = {**cli_env(project, "snapshot.export=0.5"), **FAST, progress.ENV_MODE: mode}
     proc = subprocess.Popen(
         [sys.executable, "-m", "dbtools", *args],
         cwd=project.root,
@@ -192,6 +194,11 @@ def test_a_stderr_whose_reader_left_changes_neither_the_result_nor_the_exit_code
     code, out = _stderr_reader_leaves(seeded, ["snapshot", "create", "--target", "dev", "--json"])
     assert code == 0
     assert json.loads(out)["ok"] is True
+    # rich's own answer to a broken pipe was to put /dev/null on stdout and exit 1
+    shutil.rmtree(seeded.snapshot_dir)
+    code, out = _stderr_reader_leaves(seeded, ["snapshot", "create", "--target", "dev"], "rich")
+    assert code == 0
+    assert "verified" in out and "path: " in out
 
 
 def test_a_closed_stderr_changes_neither_the_result_nor_the_exit_code(seeded: Project) -> None:
