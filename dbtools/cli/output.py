@@ -10,6 +10,10 @@ the library's `progress` callback): rich's live display on a terminal, plain lin
 log, nothing with --quiet. It is stopped before the result is printed; a command that ends
 with its result then says how long it took: "done in 12.3 s" on stderr, or "seconds" in the
 --json object.
+
+Lines on stderr never fail a command (a reader that went away, `2>&-`); a result that cannot
+be written to stdout (`| head` closed it) is one line on stderr and exit 2, or the command's
+own nonzero code. Text for a person shows terminal control characters as escapes.
 """
 
 from __future__ import annotations

@@ -28,11 +28,17 @@ Both outputs go to stderr (stdout stays the command's result, one JSON object wi
 plain lines, and a CLI run inside another Python program that captured sys.stderr (click's
 CliRunner, a test) neither.
 
-Progress never fails a command: the reporter swallows its own errors, prints every line
-through config.redact (and never a connection error), stops its thread and closes its
+Progress never fails a command: the reporter swallows its own errors (a closed or broken
+stderr included: the display goes quiet, the result and the exit code stay), prints every
+line through config.redact (and never a connection error), stops its thread and closes its
 connections before the command's last line, and after a signal prints nothing more (the
 interrupted line is the command's last word). The ticker thread blocks SIGINT/SIGTERM, which
 therefore always reach a thread that acts on them.
+
+A table's name is anyone's choice: whatever in a line a terminal would act on (an escape
+sequence, CR, a newline, a bidirectional override) is shown as its escape ("\\x1b[31m"),
+and rich markup is never interpreted. Only a table still running after the poll period is
+asked about, so a run of small tables opens no extra connection at all.
 """
 
 from __future__ import annotations
