@@ -521,3 +521,20 @@ def test_a_signal_while_the_terminal_display_runs_is_the_last_word(seeded: Proje
     # the live area hid the cursor; it is shown again before the last line
     assert text.rfind("\x1b[?25h") > text.rfind("\x1b[?25l"), text[-400:]
     assert_clean_server(seeded)
+
+
+@pytest.mark.pure
+def test_text_tables_and_error_lines_show_hostile_names_not_obey_them(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from dbtools.cli import output
+
+    rendered = output.table([["public.new\nline", 1], ["public.esc\x1b[31mred", 2]], ["t", "n"])
+    assert len(rendered.splitlines()) == 4  # header, rule, one line per table
+    assert "\x1b" not in rendered and "public.new\\nline" in rendered
+    assert output.shown("two\nlines \x1b[2J\u202e") == "two\nlines \\x1b[2J\\u202e"
+    with pytest.raises(SystemExit) as exited:
+        output._fail(output.Options(), "no table public.new\nline\x1b[31m", 2, "see\x07 it")
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err == "error: no table public.new\\nline\\x1b[31m\nhint: see\\x07 it\n"

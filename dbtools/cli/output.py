@@ -347,7 +347,10 @@ def target_option(default: str | None = None, *, both: bool = False) -> Callable
 
 def table(rows: list[list[Any]], header: list[str]) -> str:
     """A plain text table: the one renderer every command uses."""
-    cells = [[str(h) for h in header]] + [["" if c is None else str(c) for c in r] for r in rows]
+    # A cell is one line: a newline (or an escape) in a table's name is shown, not obeyed.
+    cells = [[printable(str(h)) for h in header]] + [
+        ["" if c is None else printable(str(c)) for c in r] for r in rows
+    ]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
