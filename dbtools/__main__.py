@@ -1,3 +1,3 @@
-from dbtools.cli import main
+from dbtools.entry import run
 
-main()
+run()

@@ -165,3 +165,29 @@ def test_signal_during_a_running_copy(seeded: Project, sig: int) -> None:
         _code, text = _signal_and_check(proc, sig, 0.0, seeded)
         assert "COPY" not in text, text
         assert state(seeded.prod_url) == prod_before
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_while_the_program_starts_is_one_line_and_its_exit_code(
+    project: Project, sig: int
+) -> None:
+    """Importing the CLI takes about half a second; a signal then (before the run's own
+    handling) once ended in a KeyboardInterrupt traceback (SIGINT) or silently (SIGTERM)."""
+    name = signal.Signals(sig).name
+    for delay in (0.05, 0.1, 0.15, 0.2, 0.3, 0.45):
+        proc = start_cli(project, ["verify"], None)
+        time.sleep(delay)
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=HANG)
+        text = err.decode(errors="replace")
+        assert "Traceback" not in text, (delay, text)
+        if delay <= 0.05 and proc.returncode == -sig and not text:
+            continue  # maybe still inside the interpreter's own start, before any code ran
+        if proc.returncode == 0 and "error: " not in text:
+            continue  # verify finished before the signal
+        errors = [line for line in text.splitlines() if line.startswith("error: ")]
+        assert proc.returncode == CODES[sig], (delay, proc.returncode, text, out)
+        assert len(errors) == 1 and errors[0].startswith(f"error: interrupted ({name})"), (
+            delay,
+            text,
+        )
