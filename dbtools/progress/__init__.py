@@ -16,7 +16,7 @@ Both outputs go to stderr (stdout stays the command's result, one JSON object wi
   worked on (rows and bytes done, rate, time left, time spent); a finished table leaves one
   line, e.g. "✓ loaded public.User: 500,027 rows in 3.1 s", and so does each step the library
   says ("locked the tables").
-* "plain": without a terminal, a line when a table starts and one when it ends, and a line at
+* "plain": without a terminal, one line per table when it ends, and a line at
   least every `interval` seconds (DBTOOLS_PROGRESS_INTERVAL, 10) while work goes on, e.g.
   "loading public.User: 310,000 / 500,027 rows, 62%, 14 s (38.0 MB, 22,143 rows/s, about 9 s
   left)", or "still working, 40 s so far" between tables, so a long run in a CI log never

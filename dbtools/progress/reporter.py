@@ -252,9 +252,9 @@ class Reporter:
             if self._rich is not None:
                 task.bar = self._rich.add(printable(f"  {verb} {key}"), total, "rows", False)
                 self._show_live(True)
-            else:
-                rows = f": {count(total)} rows" if total is not None else ""
-                self._line(f"{verb} {key}{rows}")
+            # Plain lines: none when a table starts. Its end says it (one line per table, as a
+            # CI log wants), and a table that runs longer than the interval gets its lines of
+            # rows done meanwhile, so the log never goes quiet for longer than that.
         return task
 
     def end_table(self, task: _Task) -> None:
