@@ -107,6 +107,15 @@ class Options:
             return contextlib.nullcontext()
         return self._reporter.paused()
 
+    def fail(self, text: str, error: str, exit_code: int) -> NoReturn:
+        """A failure that still has a result to show (a report, a plan, the problems): the
+        text on stdout as `echo` prints it, then the one error line on stderr, then the exit
+        code. Text mode only; under --json the command emits its object instead."""
+        self.stop_progress()
+        self.echo(text)
+        to_stderr(f"error: {printable(redact(error))}")
+        sys.exit(exit_code)
+
     def warn(self, text: str) -> None:
         if not self.json:
             with self._paused():  # the live display is taken down for the line, not torn

@@ -255,10 +255,11 @@ def verify_cmd(opts: Options, ref: str, restore: bool, scratch_url: str | None) 
     for w in warnings:
         opts.warn(w)
     if not result.ok and not opts.json:
-        for p in result.problems:
-            click.echo(f"  - {p}")
-        click.echo(f"error: snapshot {result.path} does not verify", err=True)
-        raise SystemExit(EXIT_CHECK_FAILED)
+        opts.fail(
+            "\n".join(f"  - {p}" for p in result.problems),
+            f"snapshot {result.path} does not verify",
+            EXIT_CHECK_FAILED,
+        )
     if not restore or not result.ok:
         opts.emit(
             {**result.as_dict(), "warnings": warnings},
@@ -270,10 +271,11 @@ def verify_cmd(opts: Options, ref: str, restore: bool, scratch_url: str | None) 
         opts.settings, result.path, scratch_url=scratch_url, progress=opts.progress
     )
     if not tested.ok and not opts.json:
-        for p in tested.problems:
-            click.echo(f"  - {p}")
-        click.echo(f"error: snapshot {result.path} did not restore exactly", err=True)
-        raise SystemExit(EXIT_CHECK_FAILED)
+        opts.fail(
+            "\n".join(f"  - {p}" for p in tested.problems),
+            f"snapshot {result.path} did not restore exactly",
+            EXIT_CHECK_FAILED,
+        )
     opts.emit(
         {**result.as_dict(), "warnings": warnings, "restore": tested.as_dict()},
         f"snapshot {result.path} verified and restored exactly into a scratch database on "

@@ -117,9 +117,7 @@ def render_preview(plan: sync.Preview, *, dry_run: bool = True) -> str:
 def _emit_preview(opts: Options, data: dict[str, Any], plan: sync.Preview) -> None:
     """A dry run exits as the real run would: with the refusal's code, the plan printed."""
     if plan.exit_code and not opts.json:
-        click.echo(render_preview(plan))
-        click.echo(f"error: {plan.refusal}", err=True)
-        raise SystemExit(plan.exit_code)
+        opts.fail(render_preview(plan), str(plan.refusal), plan.exit_code)
     opts.emit(data, lambda: render_preview(plan), exit_code=plan.exit_code)
 
 
@@ -331,9 +329,7 @@ def full_sync(opts: Options, dry_run: bool) -> None:
     if result.dry_run and result.plan is not None:
         _emit_preview(opts, data, result.plan)
     if result.failed is not None and not opts.json:
-        click.echo(render_full(result))
-        click.echo(f"error: {result.failed.detail}", err=True)
-        raise SystemExit(result.exit_code)
+        opts.fail(render_full(result), result.failed.detail, result.exit_code)
     opts.emit(data, lambda: render_full(result), exit_code=result.exit_code)
 
 

@@ -80,9 +80,7 @@ def verify(opts: Options) -> None:
     code = verify_mod.exit_code(report)
     if code and not opts.json:
         # The report still goes to stdout; the reason goes to stderr as the one error line.
-        click.echo(render(report))
-        click.echo(f"error: {report.problems[0]}", err=True)
-        raise SystemExit(code)
+        opts.fail(render(report), report.problems[0], code)
     opts.emit(report.as_dict(), lambda: render(report), exit_code=code)
 
 
