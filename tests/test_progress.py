@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import pty
 import re
 import signal
 import subprocess
@@ -26,7 +24,7 @@ from dbtools.progress import Reporter, choose
 
 from support.db import SERVER_URL, execute
 from support.pipeline import migrate, seed_dev, seed_stale_prod
-from support.processes import HANG, assert_clean_server, cli_env
+from support.processes import HANG, assert_clean_server, cli_env, on_terminal
 from support.project import Project
 
 ROWS = 300_000
@@ -225,44 +223,15 @@ def test_the_library_without_progress_prints_nothing(
 
 
 def test_on_a_terminal_rich_shows_bars_and_a_line_per_table(bulky: Project) -> None:
-    master, slave = pty.openpty()
-    try:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "dbtools", "snapshot", "create", "--target", "dev"],
-            cwd=bulky.root,
-            env={**cli_env(bulky, None), "TERM": "xterm-256color"},
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=slave,
-        )
-        os.close(slave)
-        slave = -1
-        screen = _read_all(master)
-        out, _ = proc.communicate(timeout=HANG)
-    finally:
-        if slave >= 0:
-            os.close(slave)
-        os.close(master)
-    assert proc.returncode == 0, screen
+    code, raw, out = on_terminal(bulky, ["snapshot", "create", "--target", "dev"])
+    screen = raw.decode(errors="replace")
+    assert code == 0, screen
     assert "\x1b[" in screen  # drawn with terminal control sequences: the live display
     assert "snapshot of dev" in screen and "tables" in screen  # the phase's bar
     assert "exporting public.bulk" in screen  # the table's bar
     assert f"✓ exported public.bulk: {ROWS:,} rows in" in screen
     assert DONE.search(screen)
     assert b"\x1b" not in out and b"verified" in out  # stdout (a pipe) is the plain result
-
-
-def _read_all(fd: int) -> str:
-    chunks: list[bytes] = []
-    while True:
-        try:
-            data = os.read(fd, 65536)
-        except OSError:  # EIO: the other side closed
-            break
-        if not data:
-            break
-        chunks.append(data)
-    return b"".join(chunks).decode(errors="replace")
 
 
 # --- the choice of output and the line's form (no database) --------------------------------

@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import pty
 import re
 import shutil
 import subprocess
@@ -28,7 +27,7 @@ from dbtools.progress.text import printable
 
 from support.db import SERVER_URL, admin_execute, execute
 from support.pipeline import migrate, seed_dev, seed_stale_prod
-from support.processes import HANG, assert_clean_server, cli_env
+from support.processes import HANG, assert_clean_server, cli_env, on_terminal
 from support.project import Project
 
 FAST = {progress.ENV_MODE: "plain", progress.ENV_INTERVAL: "0.05"}
@@ -314,43 +313,14 @@ def test_hostile_table_names_in_a_ci_log_stay_one_line_without_escapes(hostile: 
 
 
 def test_hostile_table_names_on_a_terminal_are_shown_not_obeyed(hostile: Project) -> None:
-    master, slave = pty.openpty()
-    try:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "dbtools", "snapshot", "create", "--target", "dev"],
-            cwd=hostile.root,
-            env={**cli_env(hostile, None), "TERM": "xterm-256color"},
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=slave,
-        )
-        os.close(slave)
-        slave = -1
-        screen = _read_all(master)
-        proc.communicate(timeout=HANG)
-    finally:
-        if slave >= 0:
-            os.close(slave)
-        os.close(master)
-    assert proc.returncode == 0, screen
+    code, raw, _ = on_terminal(hostile, ["snapshot", "create", "--target", "dev"])
+    screen = raw.decode(errors="replace")
+    assert code == 0, screen
     assert "\x1b[" in screen  # the live display did run
     for raw in RAW:
         assert raw not in screen.replace("\r\n", "\n"), raw
     assert "✓ exported public.esc\\x1b[31mred\\x1b[0m: 10 rows in" in screen
     assert "✓ exported public.[bold]x[/bold]: 10 rows in" in screen  # markup shown as text
-
-
-def _read_all(fd: int) -> str:
-    chunks: list[bytes] = []
-    while True:
-        try:
-            data = os.read(fd, 65536)
-        except OSError:  # EIO: the other side closed
-            break
-        if not data:
-            break
-        chunks.append(data)
-    return b"".join(chunks).decode(errors="replace")
 
 
 # --- the poller loses its connection, its rights, its database -----------------------------
@@ -454,42 +424,16 @@ def _on_a_terminal(
 ) -> tuple[int, bytes]:
     """Run with stdin and stderr a pseudo-terminal (rich's display on); once `when` shows,
     type `act` (or send the signal). Returns the exit code and everything the screen got."""
-    master, slave = pty.openpty()
-    env = {**cli_env(project, pause), "TERM": "xterm-256color", progress.ENV_INTERVAL: "0.05"}
-    try:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "dbtools", *args],
-            cwd=project.root,
-            env=env,
-            stdin=slave,
-            stdout=subprocess.PIPE,
-            stderr=slave,
-        )
-        os.close(slave)
-        slave = -1
-        screen, acted = b"", False
-        end = time.monotonic() + HANG
-        while True:
-            try:
-                data = os.read(master, 65536)
-            except OSError:
-                break
-            if not data:
-                break
-            screen += data
-            if not acted and when in screen:
-                acted = True
-                if signal_to_send is None:
-                    os.write(master, act)
-                else:
-                    proc.send_signal(signal_to_send)
-            assert time.monotonic() < end, screen
-        proc.communicate(timeout=HANG)
-    finally:
-        if slave >= 0:
-            os.close(slave)
-        os.close(master)
-    return proc.returncode, screen
+    code, screen, _ = on_terminal(
+        project,
+        args,
+        extra_env={progress.ENV_INTERVAL: "0.05"},
+        pause=pause,
+        when=when,
+        act=act,
+        signal_to_send=signal_to_send,
+    )
+    return code, screen
 
 
 def test_a_question_on_a_terminal_is_not_drawn_over_and_no_is_exit_4(seeded: Project) -> None:

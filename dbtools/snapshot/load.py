@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import queue
 import re
-import struct
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,20 +56,9 @@ def copy_in_sql(table: catalog.Table, names: list[str], *, freeze: bool) -> str:
     return f"COPY {table.qualified}{cols} FROM STDIN{options}"
 
 
-def _value_bytes(arr: pa.Array) -> memoryview:
-    """The UTF-8 bytes of a string array's values, without a copy."""
-    data = arr.buffers()[2]
-    if data is None or not len(arr):
-        return memoryview(b"")
-    offsets = arr.buffers()[1]
-    start = struct.unpack_from("=i", offsets, 4 * arr.offset)[0]
-    end = struct.unpack_from("=i", offsets, 4 * (arr.offset + len(arr)))[0]
-    return memoryview(data)[start:end]
-
-
 def _needs_escape(arr: pa.Array) -> bool:
     # One C-speed scan of the bytes instead of four substring searches per column.
-    return _NEEDS_ESCAPE.search(_value_bytes(arr)) is not None
+    return _NEEDS_ESCAPE.search(types.value_bytes(arr)) is not None
 
 
 def _text_field(col: pa.Array) -> pa.Array:
@@ -99,7 +87,7 @@ def _text_field(col: pa.Array) -> pa.Array:
 def _escaped(col: pa.Array) -> pa.Array:
     """The text format's escapes applied; each replacement runs only when its character is
     there (a pass over a column costs about as much whether it finds anything or not)."""
-    data = _value_bytes(col)
+    data = types.value_bytes(col)
     present = [(plain, escaped) for found, plain, escaped in _ESCAPE_SCANS if found(data)]
     for plain, escaped in present:
         col = pc.replace_substring(col, plain, escaped)
@@ -151,7 +139,7 @@ def _array_literal(col: pa.Array, *, copy_escapes: bool) -> pa.Array:
     elements (the only place a literal can hold a character the format escapes), which saves
     a pass over the joined literals."""
     values = _plain(col.flatten())  # the rows' own elements (a NULL row has none)
-    data = _value_bytes(values)
+    data = types.value_bytes(values)
     if _NUL.search(data):
         raise SnapshotError("an array element holds a NUL character, which PostgreSQL refuses")
     backslash = "\\\\" if copy_escapes else "\\"  # the literal's escape, as COPY sends it
@@ -201,7 +189,7 @@ def _lead_rows(batch: pa.RecordBatch) -> memoryview:
     fields = [_text_field(col) for col in batch.columns]
     fields[0] = pc.binary_join_element_wise("\n", fields[0], "")
     rows = pc.binary_join_element_wise(*fields, "\t") if len(fields) > 1 else fields[0]
-    return _value_bytes(rows)
+    return types.value_bytes(rows)
 
 
 def _check_columns(table: catalog.Table, names: list[str]) -> None:

@@ -412,7 +412,7 @@ def uuid_from_text(arr: pa.Array) -> pa.Array:
     if not _every(pc.equal(pc.binary_length(digits), 32)):
         raise DoesNotFit("a value is not a uuid's 36 characters")
     try:
-        raw = binascii.unhexlify(_value_view(digits))
+        raw = binascii.unhexlify(value_bytes(digits))
     except (binascii.Error, ValueError):
         raise DoesNotFit("a value is not a uuid's hex digits") from None
     validity = pc.is_valid(arr).buffers()[1] if arr.null_count else None
@@ -624,8 +624,9 @@ def _some(mask: pa.Array) -> bool:
     return bool(pc.any(mask, min_count=0).as_py())
 
 
-def _value_view(arr: pa.Array) -> memoryview:
-    """The bytes of a string array's values, without a copy."""
+def value_bytes(arr: pa.Array) -> memoryview:
+    """The UTF-8 bytes of a string array's values, without a copy (the load's escaping scan
+    uses it too)."""
     data = arr.buffers()[2]
     if data is None or not len(arr):
         return memoryview(b"")
@@ -637,4 +638,4 @@ def _value_view(arr: pa.Array) -> memoryview:
 
 def _has(arr: pa.Array, pattern: re.Pattern[bytes]) -> bool:
     """Whether a string array's bytes hold the pattern: one C-speed scan, no copy."""
-    return pattern.search(_value_view(arr)) is not None
+    return pattern.search(value_bytes(arr)) is not None

@@ -107,3 +107,56 @@ def assert_archive_clean(root: Path) -> None:
             assert fmt.is_stamp(child.name), child
             _, problems = fmt.verify_dir(child)
             assert problems == [], (child, problems)
+
+
+def on_terminal(
+    project: Project,
+    args: list[str],
+    *,
+    extra_env: dict[str, str] | None = None,
+    pause: str | None = None,
+    when: bytes | None = None,
+    act: bytes = b"",
+    signal_to_send: int | None = None,
+) -> tuple[int, bytes, bytes]:
+    """`python -m dbtools ARGS` with stdin and stderr a pseudo-terminal (a person's terminal;
+    stdout stays a pipe). Once `when` shows on the screen, type `act` or send the signal.
+    Returns the exit code, everything the screen got, and stdout."""
+    import pty
+
+    master, slave = pty.openpty()
+    env = {**cli_env(project, pause), "TERM": "xterm-256color", **(extra_env or {})}
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dbtools", *args],
+            cwd=project.root,
+            env=env,
+            stdin=slave,
+            stdout=subprocess.PIPE,
+            stderr=slave,
+        )
+        os.close(slave)
+        slave = -1
+        screen, acted = b"", when is None
+        end = time.monotonic() + HANG
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the other side closed
+                break
+            if not data:
+                break
+            screen += data
+            if not acted and when is not None and when in screen:
+                acted = True
+                if signal_to_send is None:
+                    os.write(master, act)
+                else:
+                    proc.send_signal(signal_to_send)
+            assert time.monotonic() < end, screen
+        out, _ = proc.communicate(timeout=HANG)
+    finally:
+        if slave >= 0:
+            os.close(slave)
+        os.close(master)
+    return proc.returncode, screen, out
