@@ -8,8 +8,10 @@ neither database is written. `compare` works on any two snapshots, e.g. two arch
 from __future__ import annotations
 
 import difflib
+import functools
 from pathlib import Path
 
+from dbtools.changes.duck import Comparison
 from dbtools.changes.model import (
     NEW_TABLE,
     PRESERVED,
@@ -18,7 +20,7 @@ from dbtools.changes.model import (
     SnapshotRef,
     TableChanges,
 )
-from dbtools.changes.rows import TableSources, compare_table
+from dbtools.changes.rows import compare_table
 from dbtools.config import Settings
 from dbtools.db import Progress
 from dbtools.errors import ConfigError, SafetyError, VerificationFailed
@@ -111,9 +113,9 @@ def compare(
         dev, prod = _verified(dev_dir, "dev"), _verified(prod_dir, "prod")
     _distinct(dev, prod)
     _unmatched(dev, prod, preserved, excluded or set())
-    con = duckdb.connect(":memory:")
+    comparison = None
     try:
-        sources = TableSources(con, dev_dir, dev, prod_dir, prod)
+        comparison = Comparison(dev_dir, dev, prod_dir, prod)
         tables: list[TableChanges] = []
         for key in sorted(dev.tables):
             d, p = dev.tables[key], prod.tables.get(key)
@@ -130,12 +132,15 @@ def compare(
                 t.unchanged = d.rows
                 tables.append(t)
             else:
-                tables.append(compare_table(sources, key, d, p))
+                tables.append(
+                    comparison.run(functools.partial(compare_table, key=key, dev=d, prod=p))
+                )
     except duckdb.Error as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise VerificationFailed(f"comparing the snapshots failed: {first}") from None
     finally:
-        con.close()
+        if comparison is not None:
+            comparison.close()
     dev_seqs, prod_seqs = dev.sequence_values(preserved), prod.sequence_values(preserved)
     moved = {
         name: {"prod": prod_seqs.get(name), "dev": v}

@@ -17,16 +17,16 @@ loads in full under the write lock, as before.
 from __future__ import annotations
 
 import bisect
-import tempfile
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dbtools import catalog
+from dbtools.changes.duck import Comparison
 from dbtools.changes.rows import TableSources, changed_rows
 from dbtools.db import Conn, Progress, execute, quote_ident
 from dbtools.errors import SnapshotError
@@ -121,56 +121,10 @@ def _stage(
     return rows
 
 
-# DuckDB's memory for the comparison: small by default (the join spills to disk), larger only
-# for a table whose single values do not fit (a 20 MB value: one allocation of 32 MB), which
-# DuckDB cannot spill. Past the last, the run loads in full.
-_MEMORY_LIMITS = ("128MB", "1GB", "4GB")
-
-
-def _comparer(limit: str, spill: str, sources_of: Any) -> tuple[Any, TableSources]:
-    """A DuckDB connection with this memory limit (spilling to `spill`) and its views of the
-    two snapshots (`sources_of(con)`; they lock the connection's configuration)."""
-    import duckdb
-
-    con = duckdb.connect(
-        ":memory:", config={"memory_limit": limit, "threads": 2, "temp_directory": spill}
-    )
-    try:
-        return con, sources_of(con)
-    except BaseException:
-        con.close()
-        raise
-
-
-def _changed_rows(
-    sources: TableSources,
-    key: str,
-    d: fmt.TableEntry,
-    p: fmt.TableEntry,
-    spill: str,
-    sources_of: Any,
+def _positions(
+    sources: TableSources, *, key: str, d: fmt.TableEntry, p: fmt.TableEntry
 ) -> dict[str, list[tuple[str, int]]] | None:
-    """changes.rows.changed_rows; when a value does not fit in the memory limit, once more on
-    a connection of its own with each larger limit (the comparison only reads Parquet: a retry
-    has nothing to undo). Out of memory at the largest limit is raised (the run loads in
-    full)."""
-    import duckdb
-
-    try:
-        return changed_rows(sources, key, d, p)
-    except duckdb.OutOfMemoryException:
-        if len(_MEMORY_LIMITS) == 1:
-            raise
-    for n, limit in enumerate(_MEMORY_LIMITS[1:], start=2):
-        con, larger = _comparer(limit, spill, sources_of)
-        try:
-            return changed_rows(larger, key, d, p)
-        except duckdb.OutOfMemoryException:
-            if n == len(_MEMORY_LIMITS):
-                raise
-        finally:
-            con.close()
-    return None  # not reached: the last limit returned or raised
+    return changed_rows(sources, key, d, p)
 
 
 def stage_changes(
@@ -189,17 +143,11 @@ def stage_changes(
     staged: list[StagedTable] = []
     unchanged: list[str] = []
     total = 0
-    # The join carries every row's file and row number: bounded, it spills to a temporary
-    # directory instead of growing (1M rows: peak RSS of sync-data 408 MB instead of 524 MB,
-    # +0.2 s; docs/BENCHMARKS.md).
-    spill = tempfile.TemporaryDirectory(prefix="dbtools-stage-")
-
-    def sources_of(con: Any) -> TableSources:
-        return TableSources(con, dev_dir, dev, prod_dir, prod, positions=True)
-
-    con = None
+    # The join carries every row's file and row number: DuckDB's memory is bounded and it
+    # spills instead of growing (changes.duck).
+    comparison = None
     try:
-        con, sources = _comparer(_MEMORY_LIMITS[0], spill.name, sources_of)
+        comparison = Comparison(dev_dir, dev, prod_dir, prod, positions=True)
         with phase(progress, "staging dev's changed rows", len(plan.tables)) as stage_phase:
             for n, table in enumerate(plan.tables):
                 if table.key in plan.keep:
@@ -217,7 +165,7 @@ def stage_changes(
                 with table_task(progress, "staging", table.key, conn=conn) as task:
                     columns = [str(c["name"]) for c in d.columns]
                     positions = (
-                        _changed_rows(sources, table.key, d, p, spill.name, sources_of)
+                        comparison.run(functools.partial(_positions, key=table.key, d=d, p=p))
                         if table.primary_key
                         else None
                     )
@@ -266,9 +214,8 @@ def stage_changes(
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         return f"the snapshots could not be compared ({first})"
     finally:
-        if con is not None:
-            con.close()
-        spill.cleanup()
+        if comparison is not None:
+            comparison.close()
     for n, entry in enumerate(staged):
         changed = record_versions(conn, entry, n)
         if changed:

@@ -8,6 +8,7 @@ question, and is then told which history row was confirmed (`rollback(expect=...
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,8 @@ import psycopg2.errors
 
 from dbtools import catalog, db, safety
 from dbtools.changes import NEW_TABLE, UNCHANGED, TableChanges
-from dbtools.changes.rows import TableSources, compare_table
+from dbtools.changes.duck import Comparison
+from dbtools.changes.rows import compare_table
 from dbtools.config import Settings, redact
 from dbtools.db import Progress, execute, say
 from dbtools.errors import ConfigError, LockBusy, VerificationFailed
@@ -222,10 +224,10 @@ def _compare(
         import duckdb
     except ImportError:  # a broken install: duckdb is a dependency of dbtools
         raise ConfigError("comparing snapshots needs DuckDB", hint="pip install duckdb") from None
-    con = duckdb.connect(":memory:")
+    comparison = None
     out: dict[str, TableChanges] = {}
     try:
-        sources = TableSources(con, backup_dir, backup, now_dir, now)
+        comparison = Comparison(backup_dir, backup, now_dir, now)
         for key, b in sorted(backup.tables.items()):
             p = now.tables.get(key)
             if p is None:
@@ -235,7 +237,7 @@ def _compare(
                 t = TableChanges.between(key, UNCHANGED, b, p)
                 t.unchanged = b.rows
             else:
-                t = compare_table(sources, key, b, p)
+                t = comparison.run(functools.partial(compare_table, key=key, dev=b, prod=p))
             out[key] = t
     except duckdb.Error as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
@@ -243,5 +245,6 @@ def _compare(
             f"comparing prod with the backup failed: {redact(first)}"
         ) from None
     finally:
-        con.close()
+        if comparison is not None:
+            comparison.close()
     return out
