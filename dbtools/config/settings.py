@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from dbtools.config.archive import is_remote, local_root, parse_s3
 from dbtools.config.names import schema_names, split_names, table_keys
 from dbtools.config.redaction import mask_url
 from dbtools.config.sources import (
@@ -188,7 +189,10 @@ def load_settings(
     # Relative paths, the environment's included, are the project root's, never the current
     # directory's: dbtools works alike from every directory of the project. (Outside a
     # project, root is the current directory: DBTOOLS_SNAPSHOT_DIR is the shell's path.)
-    snapshot_dir = Path(environ.get("DBTOOLS_SNAPSHOT_DIR") or get("snapshot_dir", "snapshots"))
+    archive = environ.get("DBTOOLS_SNAPSHOT_DIR") or get("snapshot_dir", "snapshots")
+    # s3://bucket/prefix: the archive is read and written through a private local folder
+    # that stands for it (config/archive.py); it is absolute, so the root is not prefixed.
+    snapshot_dir = local_root(parse_s3(archive)) if is_remote(archive) else Path(archive)
     # No default: the names are the project's (setup.cfg [dbtools]). Unset, "" makes every
     # write a ConfigError (safety.assert_name) and `dbtools verify` a configuration problem.
     expected = {

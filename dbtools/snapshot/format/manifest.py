@@ -77,13 +77,20 @@ class TableEntry:
     # The primary key's columns, in key order; empty for a table without one (and in
     # snapshots written before dbtools recorded it). `dbtools plan` matches rows on it.
     primary_key: list[str] = field(default_factory=list)
+    # Only in an archive in object storage (snapshot/store.py): the stamp of the earlier
+    # snapshot of the same env folder whose prefix holds these files, for a table reused
+    # unchanged (snapshot.dedup). Absent: the files are the snapshot's own.
+    stored_in: str | None = None
 
     @property
     def key(self) -> str:
         return f"{self.schema}.{self.name}"
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if self.stored_in is None:  # manifests without it read and checksum as before
+            del out["stored_in"]
+        return out
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "table") -> TableEntry:
@@ -105,7 +112,17 @@ class TableEntry:
             content_hash=_str(_need(data, "content_hash", where), f"{where}.content_hash"),
             sequences=_sequences(data.get("sequences", []), f"{where}.sequences"),
             primary_key=_strings(data.get("primary_key", []), f"{where}.primary_key", empty=False),
+            stored_in=_stored_in(data.get("stored_in"), f"{where}.stored_in"),
         )
+
+
+def _stored_in(value: Any, where: str) -> str | None:
+    """A sibling snapshot's stamp: one name, never a path (nothing outside the env folder)."""
+    if value is None:
+        return None
+    if not is_stamp(_str(value, where, empty=False)):
+        raise _Malformed(where, f"expected a snapshot stamp, got {_show(value)}")
+    return str(value)
 
 
 # A backup taken by a rollback holds the state that rollback replaced: never a rollback target.
