@@ -32,9 +32,11 @@ from dbtools.config import Settings, redact
 from dbtools.db import Conn, Progress
 from dbtools.errors import DbtoolsError, SnapshotError
 from dbtools.progress import phase, table_task
-from dbtools.snapshot import dedup, types
+from dbtools.snapshot import dedup, store, types
 from dbtools.snapshot import format as fmt
+from dbtools.snapshot.parquet_files import Dest
 from dbtools.snapshot.restore import lock_tables
+from dbtools.snapshot.upload import RemoteBuild
 
 
 @dataclass
@@ -57,7 +59,7 @@ class SnapshotResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "path": str(self.path),
+            "path": store.shown(self.path),
             "env": self.env,
             "database": self.manifest.database,
             "created_at": self.manifest.created_at,
@@ -207,7 +209,7 @@ def _export_all(
     settings: Settings,
     snapshot_id: str,
     tables: list[catalog.Table],
-    dest: Path,
+    dest: Dest,
     workers: int,
     progress: Progress,
     prev: dedup.Previous | None = None,
@@ -307,6 +309,22 @@ def _export_all(
     return results
 
 
+def _checksums(
+    dest: Dest, ex: Any, prev: dedup.Previous | None
+) -> tuple[dict[str, str], int, str | None]:
+    """A table's files with their sha256, their bytes, and where they are stored (None: in
+    the snapshot itself). Uploaded files were hashed as they streamed (upload.HashingSink);
+    reused ones in object storage are the previous manifest's entry."""
+    if isinstance(dest, RemoteBuild):
+        if isinstance(ex, dedup.Reused) and prev is not None:
+            entry = prev.manifest.tables[ex.table]
+            return dict(entry.files), entry.bytes, ex.stored_in
+        files = {rel: dest.sha256(rel) for rel in ex.files}
+        return files, sum(dest.size(rel) for rel in ex.files), None
+    files = {rel: fmt.sha256_file(dest / rel) for rel in ex.files}
+    return files, sum((dest / rel).stat().st_size for rel in ex.files), None
+
+
 def create_snapshot(
     settings: Settings,
     env: str,
@@ -332,8 +350,11 @@ def _create(
 ) -> SnapshotResult:
     t = db.target(settings, env)
     env_dir = settings.snapshot_dir / env
+    # An archive in object storage: the snapshot is streamed into the bucket (upload.py).
+    remote = store.remote_for(settings.snapshot_dir)
     conn = db.connect(t, purpose="copy", settings=settings, autocommit=True)
     temp: Path | None = None
+    build: RemoteBuild | None = None
     cancel = contextlib.ExitStack()
     try:
         # A signal cancels our lock waits and catalog reads at once.
@@ -362,28 +383,38 @@ def _create(
         bookkeeping = _bookkeeping_present(conn, schemas)
         db.say(progress, f"snapshot of {env} ({t.masked}): {len(cat.tables)} tables")
 
-        temp = fmt.new_temp_dir(env_dir)
+        dest: Dest
+        if remote is not None:
+            remote.refresh(env)  # the published manifests: dedup's candidates, taken names
+            dest = build = RemoteBuild(remote, env, created)
+        else:
+            dest = temp = fmt.new_temp_dir(env_dir)
         prev = dedup.previous(env_dir, ident)
-        exports = _export_all(t, settings, snapshot_id, cat.tables, temp, workers, progress, prev)
+        exports = _export_all(t, settings, snapshot_id, cat.tables, dest, workers, progress, prev)
         schema_sql = _schema_sql(t, snapshot_id, schemas, objects, settings.lock_timeout_seconds)
-        (temp / fmt.SCHEMA_SQL).write_text(schema_sql, encoding="utf-8")
+        if build is not None:
+            build.write_bytes(fmt.SCHEMA_SQL, schema_sql.encode("utf-8"))
+        else:
+            assert temp is not None
+            (temp / fmt.SCHEMA_SQL).write_text(schema_sql, encoding="utf-8")
 
         by_key = {tb.key: tb for tb in cat.tables}
         owned, free = _sequence_entries(cat.sequences, by_key, set(cat.excluded))
         entries: dict[str, fmt.TableEntry] = {}
         for table in cat.tables:
             ex = exports[table.key]
-            files = {rel: fmt.sha256_file(temp / rel) for rel in ex.files}
+            files, size, stored_in = _checksums(dest, ex, prev)
             entries[table.key] = fmt.TableEntry(
                 schema=table.schema,
                 name=table.name,
                 rows=int(ex.rows),
-                bytes=sum((temp / rel).stat().st_size for rel in ex.files),
+                bytes=size,
                 files=files,
                 columns=list(ex.columns),
                 content_hash=str(ex.content_hash),
                 sequences=owned.get(table.key, []),
                 primary_key=list(table.primary_key),
+                stored_in=stored_in,
             )
         manifest = fmt.Manifest(
             created_at=created.isoformat().replace("+00:00", "Z"),
@@ -399,13 +430,21 @@ def _create(
             excluded_tables=list(cat.excluded),
             bookkeeping_tables=bookkeeping,
             sequences=free,
-            schema_sql_sha256=fmt.sha256_file(temp / fmt.SCHEMA_SQL),
+            schema_sql_sha256=(
+                build.sha256(fmt.SCHEMA_SQL)
+                if build is not None
+                else fmt.sha256_file(Path(str(temp)) / fmt.SCHEMA_SQL)
+            ),
             reason=reason,
             source=fmt.source_of(ident),
             snapshot_xmin=snapshot_xmin,
         )
-        fmt.write_manifest(temp, manifest)
-        _, problems = fmt.verify_dir(temp)
+        if build is not None:
+            problems = build.verify(manifest)
+        else:
+            assert temp is not None
+            fmt.write_manifest(temp, manifest)
+            _, problems = fmt.verify_dir(temp)
         if problems:
             raise SnapshotError(
                 f"the snapshot just written does not verify: {problems[0]}"
@@ -413,25 +452,34 @@ def _create(
             )
         faults.pause("snapshot.publish")
         with interrupt.deferred():  # the rename and what we say about it go together
-            final = fmt.publish(temp, env_dir, created)
+            if build is not None:
+                final = build.publish(manifest)
+            else:
+                assert temp is not None
+                final = fmt.publish(temp, env_dir, created)
             temp = None
-            interrupt.set_outcome(f"the snapshot was written to {final}; {env} was only read")
+            interrupt.set_outcome(
+                f"the snapshot was written to {store.shown(final)}; {env} was only read"
+            )
         with conn.cursor() as cur:
             cur.execute("COMMIT")
         notes = [] if cat.tables else [f"no tables in schemas {', '.join(schemas)}"]
-        db.say(progress, f"snapshot written to {final}")
+        db.say(progress, f"snapshot written to {store.shown(final)}")
+        reused_bytes = sum(ex.bytes for ex in exports.values() if isinstance(ex, dedup.Reused))
         return SnapshotResult(
             path=final,
             env=env,
             tables=len(entries),
             rows=manifest.rows,
-            bytes=fmt.dir_bytes(final),
+            bytes=(
+                build.bytes_written() + reused_bytes if build is not None else fmt.dir_bytes(final)
+            ),
             verified=True,
             manifest=manifest,
             notes=notes,
             xmin=snapshot_xmin,
             reused=sorted(k for k, ex in exports.items() if isinstance(ex, dedup.Reused)),
-            bytes_reused=sum(ex.bytes for ex in exports.values() if isinstance(ex, dedup.Reused)),
+            bytes_reused=reused_bytes,
         )
     except psycopg2.Error as exc:
         interrupt.raise_if_received()
@@ -445,4 +493,7 @@ def _create(
         cancel.close()
         if temp is not None:
             fmt.remove_tree(temp)
+        if build is not None:
+            with contextlib.suppress(DbtoolsError):
+                build.discard()
         conn.close()

@@ -19,12 +19,17 @@ never modified once published, so a link is as good as a copy, and deleting a sn
 (prune) only removes its names: a file lives as long as one kept snapshot refers to it.
 Anything unexpected (no hard links on this filesystem, a file that does not match) and the
 table is exported as usual: reuse only ever saves work.
+
+In an archive in object storage (snapshot/store.py) there are no hard links, and no byte is
+copied either: the new manifest's entry names the snapshot whose prefix holds the files
+(`stored_in`, the previous entry's own or the previous snapshot's stamp), each file checked to
+be there with the size recorded; prune deletes an object only when no kept manifest names it.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +40,19 @@ from dbtools.errors import SnapshotError
 from dbtools.snapshot import format as fmt
 from dbtools.snapshot import types
 from dbtools.snapshot.export import TableExport
+from dbtools.snapshot.parquet_files import Dest
+from dbtools.snapshot.upload import RemoteBuild
 from dbtools.xid import newer_than
 
 _STORAGE = ("arrow_type", "encoding", "fallback")  # how a column is stored, beside what it is
 
 
+@dataclass
 class Reused(TableExport):
-    """An export that wrote nothing: the previous snapshot's files, linked (same fields)."""
+    """An export that wrote nothing: the previous snapshot's files, linked (same fields);
+    in object storage, the stamp whose prefix holds them (TableEntry.stored_in)."""
+
+    stored_in: str | None = field(default=None)
 
 
 @dataclass
@@ -92,7 +103,7 @@ def _link(source: Path, target: Path, sha256: str) -> bool:
 
 
 def reuse(
-    conn: psycopg2.extensions.connection, table: catalog.Table, prev: Previous, dest: Path
+    conn: psycopg2.extensions.connection, table: catalog.Table, prev: Previous, dest: Dest
 ) -> Reused | None:
     """The table's files linked from `prev` into `dest` when it is unchanged (module doc);
     None when it must be exported. conn is inside the new snapshot's transaction."""
@@ -110,14 +121,20 @@ def reuse(
         row = cur.fetchone()
     if row is None or row[0] != entry.rows or row[1]:
         return None
-    linked: list[Path] = []
-    for rel, sha in entry.files.items():
-        target = dest / rel
-        if not _link(prev.path / rel, target, sha):
-            for done in linked:
-                done.unlink(missing_ok=True)
+    stored_in = None
+    if isinstance(dest, RemoteBuild):
+        stored_in = dest.reuse(prev.path.name, entry)
+        if stored_in is None:
             return None
-        linked.append(target)
+    else:
+        linked: list[Path] = []
+        for rel, sha in entry.files.items():
+            target = dest / rel
+            if not _link(prev.path / rel, target, sha):
+                for done in linked:
+                    done.unlink(missing_ok=True)
+                return None
+            linked.append(target)
     return Reused(
         table=table.key,
         rows=entry.rows,
@@ -126,4 +143,5 @@ def reuse(
         columns=list(entry.columns),
         content_hash=entry.content_hash,
         fallbacks=[str(c["name"]) for c in entry.columns if c.get("fallback")],
+        stored_in=stored_in,
     )

@@ -37,7 +37,8 @@ from dbtools.db import describe_error, quote_ident
 from dbtools.errors import SnapshotError
 from dbtools.snapshot import hashing, types
 from dbtools.snapshot.copy_stream import ColumnRejected, RowTooWide, stream
-from dbtools.snapshot.parquet_files import NO_COLUMNS_FIELD, PartWriter, file_stem
+from dbtools.snapshot.parquet_files import NO_COLUMNS_FIELD, Dest, PartWriter, file_stem
+from dbtools.snapshot.upload import RemoteBuild
 
 # pyarrow's block_size is a 32-bit int; PostgreSQL's own limit (a 1 GB field) is lower.
 _MAX_BLOCK = (1 << 31) - 1
@@ -176,7 +177,7 @@ class _HashJob:
 def export_table(
     conn: psycopg2.extensions.connection,
     table: catalog.Table,
-    dest_dir: Path,
+    dest_dir: Dest,
     *,
     batch_bytes: int = 4 << 20,
     max_file_rows: int | None = None,
@@ -202,7 +203,7 @@ def export_table(
     null named NO_COLUMNS_FIELD, one null per row, so that pyarrow and DuckDB count its rows;
     the manifest's column list is empty.
     """
-    dest_dir = Path(dest_dir)
+    dest_dir = dest_dir if isinstance(dest_dir, RemoteBuild) else Path(dest_dir)
     plans = types.plan_table(table)
     names = [p.name for p in plans]
     by_name = {c.name: c for c in table.copy_columns}
@@ -249,7 +250,7 @@ def export_table(
         table=table.key,
         rows=rows,
         files=list(out.files),
-        bytes=sum((dest_dir / f).stat().st_size for f in out.files),
+        bytes=out.file_bytes(),
         columns=[p.as_manifest() for p in plans],
         content_hash=digest,
         fallbacks=fallbacks,
@@ -260,7 +261,7 @@ _NO_COLUMNS_GROUP = 1 << 20
 
 
 def _write_no_columns(
-    dest_dir: Path, table: catalog.Table, rows: int, max_file_rows: int | None
+    dest_dir: Dest, table: catalog.Table, rows: int, max_file_rows: int | None
 ) -> PartWriter:
     """The file of a table without columns: `rows` nulls of type null (no data pages)."""
     try:
@@ -283,7 +284,7 @@ def _write_no_columns(
 def _export_rows(
     conn: psycopg2.extensions.connection,
     table: catalog.Table,
-    dest_dir: Path,
+    dest_dir: Dest,
     plans: list[types.ColumnPlan],
     by_name: dict[str, catalog.Column],
     batch_bytes: int,

@@ -14,6 +14,11 @@ import pyarrow.parquet as pq
 
 from dbtools import catalog
 from dbtools.snapshot import types
+from dbtools.snapshot.upload import HashingSink, RemoteBuild
+
+# Where a table's files go: a local build directory, or a snapshot streamed into object
+# storage (snapshot/upload.py), whose objects are written once and moved server-side.
+Dest = Path | RemoteBuild
 
 # Kept as they are in file names: ASCII letters and digits, '_' and '-', and non-ASCII
 # printable characters (unicode names stay readable). Everything else is percent-encoded
@@ -87,7 +92,7 @@ class PartWriter:
 
     def __init__(
         self,
-        dest_dir: Path,
+        dest_dir: Dest,
         stem: str,
         plans: list[types.ColumnPlan],
         max_rows: int | None,
@@ -115,11 +120,17 @@ class PartWriter:
         self.max_rows = max_rows
         self.files: list[str] = [f"{stem}.parquet"]
         self.rows_in_file = 0
+        self._sink: HashingSink | None = None
         self.writer: pq.ParquetWriter | None = self._open(self.files[0])
 
     def _open(self, rel: str) -> pq.ParquetWriter:
+        where: str | HashingSink
+        if isinstance(self.dest_dir, RemoteBuild):
+            where = self._sink = self.dest_dir.open(rel)
+        else:
+            where = str(self.dest_dir / rel)
         return pq.ParquetWriter(
-            str(self.dest_dir / rel),
+            where,
             self.schema,
             compression="zstd",
             write_statistics=self.statistics,
@@ -129,10 +140,20 @@ class PartWriter:
             use_compliant_nested_type=True,
         )
 
-    def _rotate(self) -> None:
+    def _close_writer(self) -> None:
         assert self.writer is not None
         self.writer.close()
-        if len(self.files) == 1:
+        if self._sink is not None:  # pyarrow leaves a file object it was given open
+            self._sink.close()
+            self._sink = None
+
+    def _rotate(self) -> None:
+        self._close_writer()
+        if len(self.files) == 1 and isinstance(self.dest_dir, RemoteBuild):
+            first = f"{self.stem}/part-00000.parquet"
+            self.dest_dir.move(self.files[0], first)
+            self.files[0] = first
+        elif len(self.files) == 1 and isinstance(self.dest_dir, Path):
             (self.dest_dir / self.stem).mkdir()
             first = f"{self.stem}/part-00000.parquet"
             os.replace(self.dest_dir / self.files[0], self.dest_dir / first)
@@ -156,12 +177,23 @@ class PartWriter:
 
     def close(self) -> None:
         if self.writer is not None:
-            self.writer.close()
+            self._close_writer()
             self.writer = None
+
+    def file_bytes(self) -> int:
+        """The bytes of the files written (after close)."""
+        if isinstance(self.dest_dir, RemoteBuild):
+            return sum(self.dest_dir.size(f) for f in self.files)
+        return sum((self.dest_dir / f).stat().st_size for f in self.files)
 
     def discard(self) -> None:
         with contextlib.suppress(Exception):
             self.close()
+        if isinstance(self.dest_dir, RemoteBuild):
+            for rel in self.files:
+                self.dest_dir.delete(rel)
+            return
+        assert isinstance(self.dest_dir, Path)
         with contextlib.suppress(FileNotFoundError):
             (self.dest_dir / f"{self.stem}.parquet").unlink()
         shutil.rmtree(self.dest_dir / self.stem, ignore_errors=True)

@@ -14,7 +14,7 @@ fsync, atomic publish, discard). Callers import the package as `fmt`.
 """
 
 from dbtools.snapshot.format.fields import check_relative_name
-from dbtools.snapshot.format.integrity import file_problem, table_files, verify_dir
+from dbtools.snapshot.format.integrity import file_problem, on_read, table_files, verify_dir
 from dbtools.snapshot.format.layout import (
     CLOCK_SKEW,
     DIR_MODE,
@@ -78,6 +78,7 @@ __all__ = [
     "make_private_dir",
     "manifest_sha256",
     "new_temp_dir",
+    "on_read",
     "parse_stamp",
     "pid_alive",
     "publish",

@@ -4,12 +4,27 @@ from __future__ import annotations
 
 import contextlib
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 from dbtools.errors import SnapshotError
 from dbtools.snapshot.format.fields import check_relative_name
 from dbtools.snapshot.format.layout import MANIFEST, SCHEMA_SQL, _walk, sha256_file
 from dbtools.snapshot.format.manifest import Manifest, TableEntry, read_manifest
+
+# A snapshot of an archive in object storage is read through a private local copy whose
+# files arrive only when something reads them: snapshot/store.py registers what fetches them
+# (returning the problems found on the way), run before any file of a snapshot is read.
+_fetchers: list[Callable[[Path], list[str]]] = []
+
+
+def on_read(fetch: Callable[[Path], list[str]]) -> None:
+    if fetch not in _fetchers:
+        _fetchers.append(fetch)
+
+
+def _fetch(directory: Path) -> list[str]:
+    return [problem for fetch in _fetchers for problem in fetch(directory)]
 
 
 def file_problem(directory: Path, rel: str) -> str | None:
@@ -49,6 +64,9 @@ def table_files(directory: Path, entry: TableEntry) -> list[Path]:
     """The files of one table, each checked to lie inside the snapshot (SnapshotError if not).
 
     For readers that do not verify the whole snapshot first (query, read_snapshot)."""
+    for fetched in _fetch(directory):  # a download that did not match: never read
+        if fetched.split(":", 1)[0] in entry.files:
+            raise SnapshotError(f"snapshot {directory}: table {entry.key}: {fetched}")
     out: list[Path] = []
     for rel in entry.files:
         problem = file_problem(directory, rel)
@@ -77,6 +95,7 @@ def verify_dir(directory: Path, *, read_data: bool = True) -> tuple[Manifest | N
     """Check a snapshot: manifest intact and valid, every file present inside the directory
     (no symlink anywhere) with its checksum, Parquet readable and holding the manifest's row
     counts. Returns (manifest or None, problems)."""
+    _fetch(directory)  # what it finds is found again below, in this function's words
     try:
         manifest = read_manifest(directory)
     except SnapshotError as exc:
