@@ -13,8 +13,10 @@ import stat
 from pathlib import Path
 
 from dbtools.config import ENVS, Settings, load_settings
+from dbtools.config.archive import is_remote
 from dbtools.errors import ConfigError
 from dbtools.snapshot import format as fmt
+from dbtools.snapshot import store
 from dbtools.snapshot.backups import backups_of, newest_verified, rollback_target
 from dbtools.snapshot.listing import SnapshotInfo, list_snapshots, show_snapshot, verify_snapshot
 from dbtools.snapshot.retention import PruneResult, prune
@@ -59,6 +61,13 @@ def resolve_path(settings: Settings | None, arg: str, env: str | None = None) ->
     A symlink is never resolved to what it points to: the snapshot is then refused by name
     (reading happens only inside a real snapshot directory)."""
     del env  # which side a stamp belongs to is the operator's to say, never guessed
+    if is_remote(arg):  # s3://bucket/prefix/<env>/<stamp>, as list and create show it
+        settings = settings or load_settings()
+        found = store.from_url(settings.snapshot_dir, arg)
+        if found is None:
+            where = store.shown(settings.snapshot_dir)
+            raise _unknown(arg, f"not a snapshot of the archive {where}")
+        return found
     on_disk = _on_disk(arg)
     if on_disk is not None:
         return on_disk
@@ -70,7 +79,8 @@ def resolve_path(settings: Settings | None, arg: str, env: str | None = None) ->
     if sep and side in ENVS and _is_name(name):
         found = _in_archive(settings, side, name)
         if found is None:
-            raise _unknown(arg, f"no snapshot {name} in {settings.snapshot_dir / side}")
+            where = store.shown(settings.snapshot_dir / side)
+            raise _unknown(arg, f"no snapshot {name} in {where}")
         return found
     if not sep and _is_name(arg):
         return _by_stamp(settings, arg)
@@ -98,6 +108,9 @@ def _is_name(name: str) -> bool:
 
 
 def _in_archive(settings: Settings, env: str, name: str) -> Path | None:
+    remote = store.remote_for(settings.snapshot_dir)
+    if remote is not None:
+        remote.refresh(env)
     candidate = settings.snapshot_dir / env / name
     if candidate.is_symlink():
         return _absolute(candidate)
@@ -112,7 +125,7 @@ def _by_stamp(settings: Settings, stamp: str) -> Path:
         refs = " and ".join(f"{e}/{stamp}" for e in found)
         raise ConfigError(f"snapshot {stamp} is ambiguous: it names {refs}; give one of them")
     if not found:
-        where = " or ".join(str(settings.snapshot_dir / e) for e in ENVS)
+        where = " or ".join(store.shown(settings.snapshot_dir / e) for e in ENVS)
         raise _unknown(stamp, f"no snapshot {stamp} in {where}")
     return next(iter(found.values()))
 
@@ -120,7 +133,7 @@ def _by_stamp(settings: Settings, stamp: str) -> Path:
 def _latest(settings: Settings, env: str) -> Path:
     path, failed = newest_verified(settings, env)
     if path is None:
-        where = settings.snapshot_dir / env
+        where = store.shown(settings.snapshot_dir / env)
         why = f"none in {where} verifies ({len(failed)} found)" if failed else f"none in {where}"
         raise ConfigError(
             f"snapshot {env}:{LATEST} does not exist: {why}",

@@ -16,7 +16,7 @@ from typing import Any
 from dbtools.config import ENVS, Settings
 from dbtools.errors import SnapshotError
 from dbtools.snapshot import format as fmt
-from dbtools.snapshot import types
+from dbtools.snapshot import store, types
 
 
 @dataclass
@@ -43,7 +43,7 @@ class SnapshotInfo:
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        out["path"] = str(self.path)
+        out["path"] = store.shown(self.path)
         out["ref"] = self.ref
         out["created_at"] = self.created_at.isoformat() if self.created_at else None
         return out
@@ -59,7 +59,7 @@ class VerifyResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "path": str(self.path),
+            "path": store.shown(self.path),
             "ok": self.ok,
             "problems": self.problems,
             "tables": self.tables,
@@ -75,7 +75,7 @@ class ShowResult:
     def as_dict(self) -> dict[str, Any]:
         m = self.manifest
         return {
-            "path": str(self.path),
+            "path": store.shown(self.path),
             "env": m.env,
             "database": m.database,
             "server_version": m.server_version,
@@ -121,7 +121,7 @@ def _info(path: Path, env: str, verify: bool) -> SnapshotInfo:
             created_at=fmt.parse_stamp(path.name),
             tables=0,
             rows=0,
-            bytes=fmt.dir_bytes(path),
+            bytes=_bytes(path, None),
             migration_head=None,
             verified=False,
             complete=path.is_symlink() or (path / fmt.MANIFEST).is_file(),
@@ -133,7 +133,7 @@ def _info(path: Path, env: str, verify: bool) -> SnapshotInfo:
         created_at=manifest.created,
         tables=len(manifest.tables),
         rows=manifest.rows,
-        bytes=fmt.dir_bytes(path),
+        bytes=_bytes(path, manifest),
         migration_head=manifest.migration_head,
         verified=(not problems) if verify else None,
         problems=problems,
@@ -141,6 +141,14 @@ def _info(path: Path, env: str, verify: bool) -> SnapshotInfo:
         reason=manifest.reason,
         database=manifest.database,
     )
+
+
+def _bytes(path: Path, manifest: fmt.Manifest | None) -> int:
+    """What a snapshot holds: its files on disk, or, mirrored from object storage (where
+    only the manifest is local until read), what its manifest records."""
+    if store.shown(path) != str(path):
+        return manifest.bytes if manifest else 0
+    return fmt.dir_bytes(path)
 
 
 def _sort_key(info: SnapshotInfo) -> tuple[datetime, str]:
@@ -154,6 +162,10 @@ def list_snapshots(
 
     A bad snapshot is listed with its problems (verified False); it never stops the listing."""
     envs = [env] if env else list(ENVS)
+    remote = store.remote_for(settings.snapshot_dir)
+    if remote is not None:
+        for e in envs:
+            remote.refresh(e)  # the bucket's published manifests, mirrored locally
     infos = [
         _info(path, e, verify)
         for e in envs

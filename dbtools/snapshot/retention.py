@@ -7,6 +7,11 @@ restore (the newest verified one not taken by a rollback); and any path the call
 Build directories of runs that died (`.tmp-*` whose process is gone) and published directories
 without a manifest are removed too. A directory is deleted by renaming it to a `.tmp-` name
 first, so a killed prune never leaves a half-deleted directory that looks like a snapshot.
+
+In an archive in object storage (snapshot/store.py) the same rules choose; a snapshot is
+deleted manifest first (it is gone for every reader at once), then every object of it that
+no kept snapshot refers to (a reused table's files, TableEntry.stored_in); prefixes without
+a manifest go once their newest object is older than store.LEFTOVER_AGE (no pid to check).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from dbtools import faults
 from dbtools.config import ENVS, Settings
 from dbtools.errors import SnapshotError
 from dbtools.snapshot import format as fmt
+from dbtools.snapshot import store
 from dbtools.snapshot.backups import describe_source
 from dbtools.snapshot.listing import SnapshotInfo, list_snapshots, verify_snapshot
 
@@ -111,8 +117,10 @@ def prune(
     deleted: list[dict[str, str]] = []
     kept: list[dict[str, str]] = []
     doomed: list[Path] = []
+    remote = store.remote_for(settings.snapshot_dir)
+    remote_plan: list[tuple[str, list[str], list[Path]]] = []  # env, stamps, kept snapshots
     for env in ENVS:
-        leftovers = _leftovers(settings.snapshot_dir / env)
+        leftovers = [] if remote else _leftovers(settings.snapshot_dir / env)
         skip = {p for p, _ in leftovers}
         for path, reason in leftovers:
             doomed.append(path)
@@ -138,13 +146,31 @@ def prune(
             if why:
                 if info.problems:
                     why.append(f"does not verify: {info.problems[0]}")
-                kept.append({"path": str(info.path), "reason": "; ".join(why)})
+                kept.append({"path": store.shown(info.path), "reason": "; ".join(why)})
                 continue
             reason = f"older than {settings.retention_days} days"
             if info.problems:
                 reason += f"; does not verify: {info.problems[0]}"
             doomed.append(info.path)
-            deleted.append({"path": str(info.path), "reason": reason})
+            deleted.append({"path": store.shown(info.path), "reason": reason})
+        if remote is not None:
+            staying = [i.path for i in complete if i.path not in doomed]
+            crashed = remote.leftovers(env, staying, now)
+            deleted += [
+                {
+                    "path": f"{remote.location.url}/{env}/{stamp}",
+                    "reason": "incomplete upload: no manifest.json, untouched for over "
+                    f"{int(store.LEFTOVER_AGE.total_seconds() // 60)} minutes",
+                }
+                for stamp in crashed
+            ]
+            gone = [p.name for p in doomed if p.parent == settings.snapshot_dir / env]
+            remote_plan.append((env, gone + crashed, staying))
+    if not dry_run and remote is not None:
+        for env, stamps, staying in remote_plan:
+            faults.pause("prune.delete")
+            remote.remove(env, stamps, staying)
+        doomed = []
     if not dry_run:
         for path in doomed:
             faults.pause("prune.delete")

@@ -20,7 +20,7 @@ from dbtools.db import Conn, Progress, say
 from dbtools.errors import (
     SafetyError,
 )
-from dbtools.snapshot import archive, restore
+from dbtools.snapshot import archive, restore, store
 from dbtools.snapshot import format as fmt
 from dbtools.sync.provenance import assert_backup_covers, assert_covered, source_problem
 from dbtools.sync.refusals import refuse_drift
@@ -34,6 +34,9 @@ def _recorded_backup(settings: Settings, entry: history.Entry) -> Path:
     recorded = Path(entry.backup_path or "")
     if recorded.is_dir() or not entry.backup_stamp:
         return recorded
+    remote = store.remote_for(settings.snapshot_dir)
+    if remote is not None:  # an archive in object storage: its manifests, mirrored
+        remote.refresh("prod")
     here = settings.snapshot_dir / "prod" / entry.backup_stamp
     return here if here.is_dir() else recorded
 
