@@ -15,6 +15,7 @@ from dbtools.cli.output import Options, common_options, table
 from dbtools.cli.sync_cmd import render_sync
 from dbtools.errors import ConfigError
 from dbtools.snapshot import archive
+from dbtools.snapshot.store import shown
 
 _KINDS = ("inserted", "updated", "deleted")
 
@@ -38,7 +39,7 @@ def _sample(key: dict[str, Any]) -> str:
 
 
 def _header(cs: changes.ChangeSet, saved: Path | None) -> list[str]:
-    lines = [f"dev snapshot:  {cs.dev.path}", f"prod snapshot: {cs.prod.path}"]
+    lines = [f"dev snapshot:  {shown(cs.dev.path)}", f"prod snapshot: {shown(cs.prod.path)}"]
     if saved:
         lines.append(f"saved plan:    {saved}")
     if cs.migrations_to_apply:
@@ -188,7 +189,7 @@ def render_saved(saved: changes.SavedPlan) -> str:
     totals = [sum(getattr(t, k) for t in saved.tables) for k in _KINDS]
     lines = [
         f"plan {saved.plan_id[:12]}: {saved.path}",
-        f"dev snapshot it loads: {saved.dev_snapshot}",
+        f"dev snapshot it loads: {shown(saved.dev_snapshot)}",
     ]
     if rows:
         lines.append(table(rows, ["table", "compared", "insert", "update", "delete"]))

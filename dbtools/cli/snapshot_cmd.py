@@ -11,6 +11,7 @@ from dbtools.cli.output import Options, common_options, table, target_option
 from dbtools.errors import EXIT_CHECK_FAILED, DbtoolsError
 from dbtools.snapshot import archive, create, query, restore
 from dbtools.snapshot.restore_test import restore_test
+from dbtools.snapshot.store import shown
 
 
 def _size(n: int) -> str:
@@ -26,7 +27,7 @@ def _render_created(result: create.SnapshotResult) -> str:
     lines = [
         f"snapshot of {result.env} ({result.manifest.database}): {result.tables} tables, "
         f"{result.rows} rows, {_size(result.bytes)}, verified",
-        f"path: {result.path}",
+        f"path: {shown(result.path)}",
     ]
     lines += [f"note: {n}" for n in result.notes]
     return "\n".join(lines)
@@ -83,7 +84,7 @@ def backup(opts: Options, workers: int) -> None:
     opts.emit(
         made.as_dict(),
         f"backup of prod ({made.database}): {made.tables} tables, {made.rows} rows, "
-        f"{_size(made.bytes)}, verified\npath: {made.path}",
+        f"{_size(made.bytes)}, verified\npath: {shown(made.path)}",
     )
 
 
@@ -204,7 +205,7 @@ def show_cmd(opts: Options, ref: str, tables: tuple[str, ...]) -> None:
     def render() -> str:
         m = result.manifest
         head = [
-            f"snapshot {result.path}",
+            f"snapshot {shown(result.path)}",
             f"  {m.env} database {m.database} (PostgreSQL {m.server_version}), {m.created_at}",
             f"  migration head {m.migration_head or '-'}, {len(m.migrations)} applied",
             f"  excluded: {', '.join(m.excluded_tables) or '-'}; "
@@ -257,13 +258,13 @@ def verify_cmd(opts: Options, ref: str, restore: bool, scratch_url: str | None) 
     if not result.ok and not opts.json:
         opts.fail(
             "\n".join(f"  - {p}" for p in result.problems),
-            f"snapshot {result.path} does not verify",
+            f"snapshot {shown(result.path)} does not verify",
             EXIT_CHECK_FAILED,
         )
     if not restore or not result.ok:
         opts.emit(
             {**result.as_dict(), "warnings": warnings},
-            f"snapshot {result.path} verified: {result.tables} tables, {result.rows} rows",
+            f"snapshot {shown(result.path)} verified: {result.tables} tables, {result.rows} rows",
             exit_code=0 if result.ok else EXIT_CHECK_FAILED,
         )
         return
@@ -273,12 +274,12 @@ def verify_cmd(opts: Options, ref: str, restore: bool, scratch_url: str | None) 
     if not tested.ok and not opts.json:
         opts.fail(
             "\n".join(f"  - {p}" for p in tested.problems),
-            f"snapshot {result.path} did not restore exactly",
+            f"snapshot {shown(result.path)} did not restore exactly",
             EXIT_CHECK_FAILED,
         )
     opts.emit(
         {**result.as_dict(), "warnings": warnings, "restore": tested.as_dict()},
-        f"snapshot {result.path} verified and restored exactly into a scratch database on "
+        f"snapshot {shown(result.path)} verified and restored exactly into a scratch database on "
         f"{tested.server} in {tested.seconds:.1f} s: {tested.tables} tables, {tested.rows} rows, "
         f"{tested.sequences} sequences",
         exit_code=0 if tested.ok else EXIT_CHECK_FAILED,
@@ -400,15 +401,15 @@ def restore_cmd(opts: Options, ref: str, target: str, allow_other_source: bool) 
             opts.warn(w)
         opts.emit(
             guarded.as_dict(),
-            f"restored {guarded.restored} into prod, verified\n"
-            f"backup of prod before the restore: {guarded.backup.path}",
+            f"restored {shown(guarded.restored)} into prod, verified\n"
+            f"backup of prod before the restore: {shown(guarded.backup.path)}",
         )
     result = restore.restore(settings, Path(resolved), target, progress=opts.progress)
     for w in result.warnings:
         opts.warn(w)
     opts.emit(
         result.as_dict(),
-        f"restored {result.path} into {target} ({result.database}): "
+        f"restored {shown(result.path)} into {target} ({result.database}): "
         f"{len(result.load.tables)} tables, {result.load.rows} rows, verified",
     )
 

@@ -12,6 +12,7 @@ from dbtools import db, sync
 from dbtools.cli.output import Options, common_options, table, target_option
 from dbtools.config import Settings
 from dbtools.errors import DbtoolsError
+from dbtools.snapshot.store import shown
 from dbtools.sync.undo_plan import RestoreTable, RollbackPlan, rollback_plan
 
 
@@ -104,7 +105,7 @@ def render_preview(plan: sync.Preview, *, dry_run: bool = True) -> str:
         + (", ".join(plan.to_apply_on_prod) if plan.to_apply_on_prod else "nothing")
     )
     out.append(f"  schemas match now: {'yes' if plan.schema_matches else 'no'}")
-    out.append(f"  backup that would be written: {plan.backup_path}/")
+    out.append(f"  backup that would be written: {shown(plan.backup_path)}/")
     rows = [
         [t["table"], _count(t["prod_rows"]), "->", _count(t["dev_rows"]), t["action"]]
         for t in plan.tables
@@ -150,7 +151,7 @@ def _backup_first(settings: Settings, plan: sync.Preview) -> str:
 
 
 def _rollback_hint(backup: sync.BackupResult) -> str:
-    return f"to undo: dbtools rollback --yes   (restores {backup.path})"
+    return f"to undo: dbtools rollback --yes   (restores {shown(backup.path)})"
 
 
 def render_lock(lock: dict[str, Any]) -> str:
@@ -181,8 +182,8 @@ def render_sync(
     lock = render_lock(result.lock)
     if lock:
         out.append(lock)
-    out.append(f"backup of prod before the sync: {result.backup.path} (verified)")
-    out.append(f"dev snapshot loaded: {result.dev_snapshot}")
+    out.append(f"backup of prod before the sync: {shown(result.backup.path)} (verified)")
+    out.append(f"dev snapshot loaded: {shown(result.dev_snapshot)}")
     out.append(_rollback_hint(result.backup))
     return "\n".join(out)
 
@@ -208,7 +209,7 @@ def render_full(result: sync.FullSyncResult) -> str:
     else:
         out.append("full-sync: done, prod matches dev and every check passes")
     if result.backup is not None:
-        out.append(f"backup of prod before this run: {result.backup.path} (verified)")
+        out.append(f"backup of prod before this run: {shown(result.backup.path)} (verified)")
         # Only a committed run changed prod (schema and data commit together or not at all).
         if failed is None or failed.name == "check":
             out.append(_rollback_hint(result.backup))
@@ -216,13 +217,15 @@ def render_full(result: sync.FullSyncResult) -> str:
 
 
 def render_rollback(result: sync.ProdRestoreResult) -> str:
-    out = [f"rollback: prod restored from {result.restored} ({result.restored_created_at})"]
+    out = [f"rollback: prod restored from {shown(result.restored)} ({result.restored_created_at})"]
     out += [f"warning: {w}" for w in result.warnings]
     if result.migrations_rolled_back:
         out.append(f"migrations rolled back first: {', '.join(result.migrations_rolled_back)}")
     out.append(render_changes(result.tables))
-    out.append(f"prod as it was just before the rollback: {result.backup.path} (verified)")
-    out.append(f"to undo the rollback: dbtools restore {result.backup.path} --target prod --yes")
+    out.append(f"prod as it was just before the rollback: {shown(result.backup.path)} (verified)")
+    out.append(
+        f"to undo the rollback: dbtools restore {shown(result.backup.path)} --target prod --yes"
+    )
     return "\n".join(out)
 
 
@@ -236,7 +239,7 @@ def render_rollback_plan(plan: RollbackPlan, *, dry_run: bool = False) -> str:
     """Which backup a rollback restores, what it undoes, and per table prod now vs the backup."""
     written = "dry run: nothing written" if dry_run else "nothing written yet"
     out = [f"rollback of prod {plan.prod_database} ({written})"]
-    out.append(f"  backup to restore: {plan.backup}")
+    out.append(f"  backup to restore: {shown(plan.backup)}")
     out.append(f"    created {plan.backup_created_at} ({plan.backup_reason})")
     out.append(
         f"  it undoes: history #{plan.history_id}, {plan.operation} "

@@ -10,6 +10,7 @@ from dbtools import (
     checks,
 )
 from dbtools.snapshot import format as fmt
+from dbtools.snapshot import store
 from dbtools.snapshot.create import SnapshotResult
 
 
@@ -47,7 +48,7 @@ class BackupResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "path": str(self.path),
+            "path": store.shown(self.path),
             "created_at": self.created_at,
             "database": self.database,
             "tables": self.tables,
@@ -120,9 +121,9 @@ class SyncResult:
         return {
             # "path" is the backup: the snapshot this run wrote into prod's archive and the
             # one `dbtools rollback` restores.
-            "path": str(self.backup.path),
+            "path": store.shown(self.backup.path),
             "backup": self.backup.as_dict(),
-            "dev_snapshot": str(self.dev_snapshot),
+            "dev_snapshot": store.shown(self.dev_snapshot),
             "tables": [t.as_dict() for t in self.tables],
             "checks": self.checks.as_dict() if self.checks else None,
             "lock": self.lock,
@@ -154,7 +155,7 @@ class Preview:
             "prod_only_migrations": self.prod_only_migrations,
             "schema_matches": self.schema_matches,
             "tables": self.tables,
-            "backup_path": str(self.backup_path),
+            "backup_path": store.shown(self.backup_path),
             "problems": self.problems,
             "refusal": self.refusal,
             "exit_code": self.exit_code,
@@ -202,7 +203,7 @@ class FullSyncResult:
             "dry_run": self.dry_run,
             "steps": [s.as_dict() for s in self.steps],
             "plan": self.plan.as_dict() if self.plan else None,
-            "path": str(self.backup.path) if self.backup else None,
+            "path": store.shown(self.backup.path) if self.backup else None,
             "backup": self.backup.as_dict() if self.backup else None,
             "schema": self.schema,
             "data": self.data.as_dict() if self.data else None,
@@ -224,8 +225,8 @@ class ProdRestoreResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "path": str(self.restored),
-            "restored": str(self.restored),
+            "path": store.shown(self.restored),
+            "restored": store.shown(self.restored),
             "restored_created_at": self.restored_created_at,
             "backup": self.backup.as_dict(),
             "migrations_rolled_back": self.migrations_rolled_back,

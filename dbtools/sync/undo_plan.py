@@ -25,6 +25,7 @@ from dbtools.config import Settings, redact
 from dbtools.db import Progress, execute, say
 from dbtools.errors import ConfigError, LockBusy, VerificationFailed
 from dbtools.snapshot import format as fmt
+from dbtools.snapshot import store
 from dbtools.sync.dryrun import SYNC_RUNNING, sync_lock_held
 from dbtools.sync.refusals import refuse_unloadable
 from dbtools.sync.session import open_dev
@@ -74,7 +75,7 @@ class RollbackPlan:
     def as_dict(self) -> dict[str, Any]:
         return {
             "prod_database": self.prod_database,
-            "backup": str(self.backup),
+            "backup": store.shown(self.backup),
             "backup_stamp": self.backup.name,
             "backup_created_at": self.backup_created_at,
             "backup_reason": self.backup_reason,
