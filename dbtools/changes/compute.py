@@ -25,6 +25,7 @@ from dbtools.config import Settings
 from dbtools.db import Progress
 from dbtools.errors import ConfigError, SafetyError, VerificationFailed
 from dbtools.snapshot import format as fmt
+from dbtools.snapshot import store
 
 
 def _verified(directory: Path, role: str) -> fmt.Manifest:
@@ -60,7 +61,8 @@ def _distinct(dev: fmt.Manifest, prod: fmt.Manifest) -> None:
 def _ref(directory: Path, manifest: fmt.Manifest) -> SnapshotRef:
     return SnapshotRef(
         env=manifest.env,
-        path=str(directory),
+        # An archive in object storage: its s3:// URL, which outlives this process's stand-in.
+        path=store.shown(directory),
         manifest_sha256=fmt.manifest_sha256(directory) or "",
         created_at=manifest.created_at,
     )

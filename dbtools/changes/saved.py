@@ -19,6 +19,7 @@ from dbtools.changes.model import NEW_TABLE, PRESERVED, UNCHANGED, ChangeSet
 from dbtools.config import Settings
 from dbtools.errors import ConfigError, SafetyError
 from dbtools.snapshot import format as fmt
+from dbtools.snapshot import store
 
 PLANS_DIR = "plans"  # under the snapshot archive: saved plans, private like backups
 
@@ -35,7 +36,12 @@ def plan_id(changes: ChangeSet) -> str:
 
 def save(settings: Settings, changes: ChangeSet) -> Path:
     """Write the change set into the archive (0600 in a 0700 directory); return its path."""
-    directory = settings.snapshot_dir / PLANS_DIR
+    archive = settings.snapshot_dir
+    if store.remote_for(archive) is not None:
+        # The archive is in object storage and its local stand-in is gone when the command
+        # ends; `apply` reads a plan by path, so plans stay in the project's snapshots/plans/.
+        archive = settings.root / "snapshots"
+    directory = archive / PLANS_DIR
     fmt.make_private_dir(directory)
     ident = plan_id(changes)
     path = directory / f"{fmt.stamp_of(fmt.utc_now())}-{ident[:12]}.json"
@@ -66,6 +72,9 @@ class SavedPlan:
     plan_id: str
     dev_snapshot: Path
     dev_manifest_sha256: str
+    # The dev snapshot as the plan names it: an s3:// URL for an archive in object storage
+    # (dev_snapshot is then no path to read; apply resolves the URL).
+    dev_ref: str
     tables: list[PlannedTable]
     tables_only_in_prod: list[str]
     migrations_to_apply: list[str]
@@ -151,6 +160,7 @@ def read(path: Path) -> SavedPlan:
             plan_id=ident,
             dev_snapshot=Path(_text(dev["path"])),
             dev_manifest_sha256=_text(dev["manifest_sha256"]),
+            dev_ref=_text(dev["path"]),
             tables=[_table(t) for t in tables],
             tables_only_in_prod=[_text(k) for k in data.get("tables_only_in_prod", [])],
             migrations_to_apply=[_text(m) for m in data.get("migrations_to_apply", [])],

@@ -18,9 +18,11 @@ from pathlib import Path
 
 from dbtools import changes, checks, history
 from dbtools.config import Settings
+from dbtools.config.archive import is_remote
 from dbtools.db import Conn, Progress
 from dbtools.errors import SafetyError
 from dbtools.snapshot import format as fmt
+from dbtools.snapshot import store
 from dbtools.sync.data import load_dev_into_prod
 from dbtools.sync.refusals import sync_data_refusals
 from dbtools.sync.results import SyncResult
@@ -33,11 +35,17 @@ def _refuse(plan: changes.SavedPlan, why: str) -> SafetyError:
     return SafetyError(f"refusing to apply {plan.path}: {why}; nothing was changed", hint=_AGAIN)
 
 
-def _pinned_dev_snapshot(plan: changes.SavedPlan) -> tuple[Path, fmt.Manifest]:
+def _pinned_dev_snapshot(plan: changes.SavedPlan, settings: Settings) -> tuple[Path, fmt.Manifest]:
     """The plan's dev snapshot (its real path: a symlink swapped later cannot redirect the
     load) and manifest, refused unless it is exactly the one the plan compared and the plan
     describes it."""
-    path = plan.dev_snapshot.resolve()
+    if is_remote(plan.dev_ref):  # in the archive in object storage: its local stand-in
+        found = store.from_url(settings.snapshot_dir, plan.dev_ref)
+        if found is None:
+            raise _refuse(plan, f"its dev snapshot {plan.dev_ref} is not in the archive")
+        path = found
+    else:
+        path = plan.dev_snapshot.resolve()
     manifest, problems = fmt.verify_dir(path)
     if manifest is None or problems:
         first = problems[0] if problems else "unreadable"
@@ -79,7 +87,7 @@ def apply_plan(
             f"({', '.join(saved.migrations_to_apply)}): apply needs the same schema on both",
         )
     _same_preserved(saved, settings)
-    dev_path, dev_manifest = _pinned_dev_snapshot(saved)
+    dev_path, dev_manifest = _pinned_dev_snapshot(saved, settings)
 
     def precheck(prod: Conn, dev: Conn | None) -> None:
         sync_data_refusals(prod, dev, settings)
