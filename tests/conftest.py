@@ -19,6 +19,7 @@ import pytest
 
 from support.db import SERVER_URL, create_database, drop_database
 from support.project import REPO, Project
+from support.s3 import Bucket, moto_server, new_bucket
 from support.types_pair import two_databases
 
 
@@ -101,3 +102,24 @@ def pair() -> Iterator[tuple[psycopg2.extensions.connection, psycopg2.extensions
     """A source and a target database shared by a module's tests (hypothesis needs that):
     the type suites' round trips (support/types_pair.py)."""
     yield from two_databases()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """moto's standalone S3 server over real HTTP on 127.0.0.1, one per session."""
+    with moto_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def s3_project(
+    project: Project, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[Project, Bucket]]:
+    """The project with its archive in a fresh bucket (`s3://<bucket>/archive`), reached
+    through the standard AWS variables, as an operator would set them."""
+    bucket = new_bucket(s3_endpoint)
+    env = {**bucket.env, "DBTOOLS_SNAPSHOT_DIR": f"s3://{bucket.name}/archive"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    project.env.update(env)
+    yield project, bucket

@@ -1,0 +1,235 @@
+"""The archive in object storage (`snapshot_dir = s3://bucket/prefix`, #13 item 1): every
+archive command against moto's S3 server over real HTTP, as against a bucket."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from test_apply import _apply, _saved_plan, _synced, diverged  # noqa: F401 (a fixture)
+from test_dedup import _no_writer_running
+
+from dbtools import read_snapshot
+from dbtools.config import load_settings
+from dbtools.config.archive import parse_s3
+from dbtools.errors import ConfigError
+from dbtools.snapshot.retention import prune
+
+from support.pipeline import OLD, migrate, seed_dev, seed_stale_prod, state
+from support.processes import cli_env
+from support.project import Project, configure
+from support.s3 import Bucket, free_port, moto_server
+from support.snapshot import table_digests
+
+PREFIX = "archive"
+
+
+def _seeded(project: Project) -> None:
+    migrate(project.dev_url)
+    seed_dev(project.dev_url)
+
+
+def _ok(project: Project, *args: str) -> dict:
+    result = project.invoke(*args, "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def test_a_snapshot_lands_in_the_bucket_and_every_reader_sees_it(
+    s3_project: tuple[Project, Bucket],
+) -> None:
+    project, bucket = s3_project
+    _seeded(project)
+    made = _ok(project, "snapshot", "create", "--target", "dev")
+    stamp = made["path"].rsplit("/", 1)[1]
+    assert made["path"] == f"s3://{bucket.name}/{PREFIX}/dev/{stamp}"
+    keys = bucket.keys(f"{PREFIX}/dev/{stamp}")
+    assert "manifest.json" in keys and "schema.sql" in keys
+    assert any(k.endswith(".parquet") for k in keys)
+    assert not (project.root / "snapshots").exists()  # nothing written locally
+
+    listed = _ok(project, "snapshot", "list")
+    assert [s["ref"] for s in listed["snapshots"]] == [f"dev/{stamp}"]
+    assert listed["snapshots"][0]["path"] == made["path"]
+    shown = _ok(project, "snapshot", "show", f"dev/{stamp}")
+    assert shown["rows"] == made["rows"]
+    verified = _ok(project, "snapshot", "verify", made["path"])
+    assert verified["ok"], verified
+
+
+def test_verify_restore_query_and_read_snapshot_read_the_bucket(
+    s3_project: tuple[Project, Bucket],
+) -> None:
+    project, _ = s3_project
+    _seeded(project)
+    made = _ok(project, "snapshot", "create", "--target", "dev")
+    restored = _ok(project, "snapshot", "verify", "dev:latest", "--restore")
+    assert restored["ok"] and restored["restore"]["ok"] is True, restored
+    assert restored["path"] == made["path"]
+
+    users = table_digests(project.dev_url, ["User"])["User"][0]
+    queried = _ok(project, "snapshot", "query", made["path"], 'SELECT count(*) AS n FROM "User"')
+    assert queried["rows"] == [[users]] or queried["rows"] == [{"n": users}], queried
+    frame = read_snapshot("dev:latest", "User")
+    assert len(frame) == users > 0
+
+
+def test_an_unchanged_second_backup_uploads_no_data_file(
+    s3_project: tuple[Project, Bucket],
+) -> None:
+    project, bucket = s3_project
+    _seeded(project)
+    _no_writer_running()
+    first = _ok(project, "snapshot", "create", "--target", "dev")
+    _no_writer_running()
+    second = _ok(project, "snapshot", "create", "--target", "dev")
+    assert second["tables_reused"] and second["bytes_reused"] > 0
+    stamp = second["path"].rsplit("/", 1)[1]
+    own = bucket.keys(f"{PREFIX}/dev/{stamp}")
+    assert sorted(own) == ["manifest.json", "schema.sql"]  # no Parquet object at all
+    assert second["bytes_written"] == sum(own.values())
+    # Its files are the first snapshot's, and every reader finds them there.
+    assert _ok(project, "snapshot", "verify", second["path"])["ok"]
+    frames = [read_snapshot(ref, "User") for ref in (first["path"], second["path"])]
+    assert frames[0].equals(frames[1])
+
+
+def _backdated(project: Project, bucket: Bucket, stamp: str) -> None:
+    """A crashed upload: objects under a stamp's prefix, no manifest.json."""
+    with bucket.fs.open_output_stream(f"{bucket.name}/{PREFIX}/prod/{stamp}/x.User.parquet") as f:
+        f.write(b"half a file")
+
+
+def test_prune_drops_crashed_uploads_and_keeps_what_kept_snapshots_refer_to(
+    s3_project: tuple[Project, Bucket],
+) -> None:
+    project, bucket = s3_project
+    configure(project, "keep_min = 1\nretention_days = 1")
+    _seeded(project)
+    _no_writer_running()
+    first = _ok(project, "snapshot", "create", "--target", "dev")
+    _no_writer_running()
+    second = _ok(project, "snapshot", "create", "--target", "dev")
+    assert second["tables_reused"]
+    _backdated(project, bucket, "20200101T000000Z")
+    # Never listed, never a snapshot: no manifest.
+    assert [s["path"] for s in _ok(project, "snapshot", "list")["snapshots"]] == [
+        second["path"],
+        first["path"],
+    ]
+
+    # Within the hour a manifest-less prefix may be an upload still running: kept.
+    fresh = prune(load_settings(), dry_run=True)
+    assert not [d for d in fresh.deleted if "20200101T000000Z" in d["path"]]
+
+    later = datetime.now(timezone.utc) + timedelta(days=3)
+    dry = prune(load_settings(), dry_run=True, now=later)
+    gone = {d["path"] for d in dry.deleted}
+    assert gone == {first["path"], f"s3://{bucket.name}/{PREFIX}/prod/20200101T000000Z"}
+    assert bucket.keys(f"{PREFIX}/prod/20200101T000000Z")  # a dry run deletes nothing
+
+    before = bucket.keys(f"{PREFIX}/dev/{first['path'].rsplit('/', 1)[1]}")
+    prune(load_settings(), dry_run=False, now=later)
+    assert not bucket.keys(f"{PREFIX}/prod/20200101T000000Z")
+    left = bucket.keys(f"{PREFIX}/dev/{first['path'].rsplit('/', 1)[1]}")
+    # The first snapshot is gone (no manifest, not listed); the files the second refers to stay.
+    assert "manifest.json" not in left and left
+    assert set(left) == {k for k in before if k.endswith(".parquet")}
+    listed = _ok(project, "snapshot", "list")["snapshots"]
+    assert [s["path"] for s in listed] == [second["path"]] and listed[0]["verified"]
+    assert _ok(project, "snapshot", "verify", second["path"])["ok"]
+    # A later prune does not see those referenced files as a crashed upload.
+    assert prune(load_settings(), dry_run=True, now=later).deleted == []
+
+
+def test_full_sync_then_rollback_from_the_bucket_restores_prod_exactly(
+    s3_project: tuple[Project, Bucket],
+) -> None:
+    project, bucket = s3_project
+    migrate(project.dev_url)
+    migrate(project.prod_url, OLD)
+    seed_dev(project.dev_url)
+    seed_stale_prod(project.prod_url)
+    # Per table: md5 of its rows; fingerprint and migrations too (support.pipeline.state).
+    state_before = state(project.prod_url)
+    synced = project.invoke("full-sync", "--yes")
+    assert synced.exit_code == 0, synced.output
+    assert state(project.prod_url) != state_before
+    assert bucket.keys(f"{PREFIX}/prod")  # the backup went to the bucket
+    plan = project.invoke("plan", "--json")
+    assert plan.exit_code == 0, plan.output
+    result = project.invoke("rollback", "--yes", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["restored"].startswith(f"s3://{bucket.name}/{PREFIX}/prod/")
+    assert state(project.prod_url) == state_before
+    assert not (project.root / "snapshots").exists()
+
+
+def _run(project: Project, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    full = {**cli_env(project, None), **env}
+    return subprocess.run(
+        [sys.executable, "-m", "dbtools", *args],
+        cwd=project.root,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _one_clear_line(done: subprocess.CompletedProcess[str], secret: str, bucket: str) -> str:
+    out = done.stdout + done.stderr
+    assert done.returncode == 2, out
+    assert "Traceback" not in out and secret not in out
+    first = done.stderr.strip().splitlines()[0]
+    assert first.startswith("error: cannot list the snapshot archive s3://"), out
+    assert bucket in first
+    return out
+
+
+def test_bad_credentials_are_one_line_and_exit_2(s3_project: tuple[Project, Bucket]) -> None:
+    project, bucket = s3_project
+    with moto_server(auth=True) as checking:
+        # The same bucket name on a server that checks keys: it knows none of them.
+        env = {**bucket.env, "AWS_ENDPOINT_URL_S3": checking}
+        done = _run(project, env, "snapshot", "list")
+    out = _one_clear_line(done, bucket.env["AWS_SECRET_ACCESS_KEY"], bucket.name)
+    assert "AWS_ACCESS_KEY_ID" in out  # the hint says where credentials come from
+
+
+def test_an_unreachable_endpoint_is_one_line_and_exit_2(s3_project: tuple[Project, Bucket]) -> None:
+    project, bucket = s3_project
+    env = {**bucket.env, "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{free_port()}"}
+    for args in (("snapshot", "list"), ("snapshot", "create", "--target", "dev")):
+        done = _run(project, env, *args)
+        _one_clear_line(done, bucket.env["AWS_SECRET_ACCESS_KEY"], bucket.name)
+
+
+@pytest.mark.pure
+def test_an_s3_location_never_carries_credentials() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_s3("s3://AKIA:hunter2@bucket/prefix")
+    assert "hunter2" not in str(caught.value)
+    assert parse_s3("s3://bucket/a/b/").url == "s3://bucket/a/b"
+    assert parse_s3("s3://bucket").key("prod", "x") == "bucket/prod/x"
+    for bad in ("s3://", "s3://bucket/../x", "s3://bucket/a//b", "file:///tmp"):
+        with pytest.raises(ConfigError):
+            parse_s3(bad)
+
+
+def test_a_plan_saved_against_the_bucket_applies_exactly(
+    diverged: Project, s3_project: tuple[Project, Bucket]
+) -> None:
+    project, bucket = s3_project
+    path, plan = _saved_plan(project)
+    # The plan is kept in the project (apply reads it by path); it names its dev snapshot by
+    # its URL in the bucket, which outlives the command that made it.
+    assert path.is_relative_to(project.root / "snapshots" / "plans")
+    assert plan["dev"]["path"].startswith(f"s3://{bucket.name}/{PREFIX}/dev/")
+    planned_dev = _synced(project.dev_url)
+    code, out = _apply(project, path)
+    assert code == 0, out
+    assert _synced(project.prod_url) == planned_dev
