@@ -114,7 +114,7 @@ def list_cmd(opts: Options, env: str | None, no_verify: bool) -> None:
 
     def render() -> str:
         if not infos:
-            return f"no snapshots under {opts.settings.snapshot_dir}"
+            return f"no snapshots under {shown(opts.settings.snapshot_dir)}"
         rows = [_list_row(i, i.path in marked) for i in infos]
         # A bad snapshot gets one line saying why; the others are listed as usual.
         bad = [f"{i.ref}: {i.problems[0]}" for i in infos if i.problems]

@@ -152,7 +152,9 @@ class Remote:
         published = {o.stamp for o in objects if o.rel == fmt.MANIFEST and fmt.is_stamp(o.stamp)}
         env_dir = self.root / env
         fmt.make_private_dir(env_dir)
-        for stale in [p for p in env_dir.iterdir() if p.name not in published]:
+        # Hidden names are this process's own build or scratch folders (rollback --dry-run's).
+        gone = [p for p in env_dir.iterdir() if p.name not in published and p.name[:1] != "."]
+        for stale in gone:
             fmt.remove_tree(stale)
             self._filled.pop(stale, None)
         for stamp in sorted(published):
