@@ -18,6 +18,7 @@ import psycopg2
 import pytest
 
 from support.db import SERVER_URL, create_database, drop_database
+from support.diverged import diverge
 from support.project import REPO, Project
 from support.s3 import Bucket, moto_server, new_bucket
 from support.types_pair import two_databases
@@ -95,6 +96,12 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Project
     finally:
         drop_database(dev_name)
         drop_database(prod_name)
+
+
+@pytest.fixture
+def diverged(project: Project, tmp_path: Path) -> Project:
+    """The project's dev and prod diverged in known ways (support/diverged.py)."""
+    return diverge(project, tmp_path / "checks")
 
 
 @pytest.fixture(scope="module")

@@ -18,25 +18,8 @@ import psycopg2
 import pytest
 
 from support.db import digests, execute
-from support.diverged import DEV_CHANGES, FILL, SCHEMA
+from support.diverged import public_digests, synced_digests
 from support.project import Project, configure
-
-
-@pytest.fixture
-def diverged(project: Project, tmp_path: Path) -> Project:
-    # these tables are not the marketplace's: one check of their own
-    checks = tmp_path / "checks"
-    checks.mkdir()
-    (checks / "items.sql").write_text(
-        "-- check: items_present\n-- description: the items arrived\n-- expect: > 0\n"
-        "SELECT count(*) FROM item;\n"
-    )
-    configure(project, f"checks_dir = {checks}\npreserved_tables = Account")
-    for url in (project.dev_url, project.prod_url):
-        execute(url, SCHEMA)
-        execute(url, FILL)
-    execute(project.dev_url, DEV_CHANGES)
-    return project
 
 
 def _saved_plan(project: Project) -> tuple[Path, dict]:
@@ -51,19 +34,9 @@ def _apply(project: Project, path: Path) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-def _public(url: str) -> dict:
-    """Digests of the application's tables (not dbtools' own history)."""
-    return {k: v for k, v in digests(url).items() if k.startswith("public.")}
-
-
-def _synced(url: str) -> dict:
-    """Digests of the tables a sync replaces (the preserved Account keeps prod's rows)."""
-    return {k: v for k, v in _public(url).items() if k != "public.Account"}
-
-
 def test_apply_loads_exactly_the_reviewed_snapshot_and_records_it(diverged: Project) -> None:
     path, plan = _saved_plan(diverged)
-    planned_dev = _synced(diverged.dev_url)
+    planned_dev = synced_digests(diverged.dev_url)
     prod_account = digests(diverged.prod_url)["public.Account"]
     # dev moves on after the review: apply must not pick that up
     execute(diverged.dev_url, "UPDATE item SET name = 'after the review' WHERE id = 1")
@@ -75,7 +48,7 @@ def test_apply_loads_exactly_the_reviewed_snapshot_and_records_it(diverged: Proj
     assert data["plan_id"] == plan["plan_id"]
     item = next(t for t in data["tables"] if t["table"] == "public.item")
     assert (item["inserted"], item["updated"], item["deleted"]) == (4, 3, 2)
-    assert _synced(diverged.prod_url) == planned_dev
+    assert synced_digests(diverged.prod_url) == planned_dev
     assert digests(diverged.prod_url)["public.Account"] == prod_account
     assert execute(diverged.prod_url, "SELECT name FROM item WHERE id = 1") == [("item 1",)]
 
@@ -132,7 +105,7 @@ def test_an_edited_plan_or_a_swapped_snapshot_is_refused(diverged: Project) -> N
 def test_rollback_after_a_refused_apply_returns_to_before_the_committed_one(
     diverged: Project,
 ) -> None:
-    original = _public(diverged.prod_url)
+    original = public_digests(diverged.prod_url)
     path, _ = _saved_plan(diverged)
     assert _apply(diverged, path)[0] == 0
     # a second plan goes stale and is refused: it must not change what rollback does
@@ -144,7 +117,7 @@ def test_rollback_after_a_refused_apply_returns_to_before_the_committed_one(
     result = diverged.invoke("rollback", "--yes", "--json")
 
     assert result.exit_code == 0, result.output
-    assert _public(diverged.prod_url) == original
+    assert public_digests(diverged.prod_url) == original
 
 
 def test_a_plan_is_refused_when_preserved_tables_changed_since(diverged: Project) -> None:

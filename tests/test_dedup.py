@@ -4,35 +4,17 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 from dbtools.snapshot import format as fmt
 
-from support.db import SERVER_URL, execute
+from support.db import execute, no_writer_running
 from support.pipeline import migrate, seed_dev
 from support.project import Project
 
 
-def _no_writer_running(timeout: float = 60.0) -> None:
-    """Reuse proves a row older than the previous snapshot by its xid preceding the oldest
-    transaction running anywhere on the server then (dbtools.xid): a writing transaction of
-    another test run on the same server makes every newer row count as changed. Wait until
-    none runs, so that what this test asserts does not depend on its neighbours."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        busy = execute(
-            SERVER_URL,
-            "SELECT count(*) FROM pg_stat_activity "
-            "WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()",
-        )[0][0]
-        if not busy:
-            return
-        time.sleep(0.2)
-
-
 def _snapshot(project: Project) -> dict:
-    _no_writer_running()
+    no_writer_running()
     result = project.invoke("snapshot", "create", "--target", "dev", "--json")
     assert result.exit_code == 0, result.output
     return json.loads(result.output)

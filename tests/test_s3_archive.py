@@ -3,21 +3,28 @@ archive command against moto's S3 server over real HTTP, as against a bucket."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
+import pyarrow as pa
 import pytest
-from test_apply import _apply, _saved_plan, _synced, diverged  # noqa: F401 (a fixture)
-from test_dedup import _no_writer_running
 
 from dbtools import read_snapshot
 from dbtools.config import load_settings
 from dbtools.config.archive import parse_s3
-from dbtools.errors import ConfigError
+from dbtools.errors import ConfigError, SnapshotError
+from dbtools.snapshot import format as fmt
+from dbtools.snapshot import store
+from dbtools.snapshot.parquet_files import NO_COLUMNS_FIELD, PartWriter
 from dbtools.snapshot.retention import prune
+from dbtools.snapshot.upload import RemoteBuild
 
+from support.db import no_writer_running
+from support.diverged import synced_digests
 from support.pipeline import OLD, migrate, seed_dev, seed_stale_prod, state
 from support.processes import cli_env
 from support.project import Project, configure
@@ -50,6 +57,8 @@ def test_a_snapshot_lands_in_the_bucket_and_every_reader_sees_it(
     assert "manifest.json" in keys and "schema.sql" in keys
     assert any(k.endswith(".parquet") for k in keys)
     assert not (project.root / "snapshots").exists()  # nothing written locally
+    # Streamed: no Parquet file ever lay in the private folder that stands for the bucket.
+    assert not list(load_settings().snapshot_dir.rglob("*.parquet"))
 
     listed = _ok(project, "snapshot", "list")
     assert [s["ref"] for s in listed["snapshots"]] == [f"dev/{stamp}"]
@@ -82,9 +91,9 @@ def test_an_unchanged_second_backup_uploads_no_data_file(
 ) -> None:
     project, bucket = s3_project
     _seeded(project)
-    _no_writer_running()
+    no_writer_running()
     first = _ok(project, "snapshot", "create", "--target", "dev")
-    _no_writer_running()
+    no_writer_running()
     second = _ok(project, "snapshot", "create", "--target", "dev")
     assert second["tables_reused"] and second["bytes_reused"] > 0
     stamp = second["path"].rsplit("/", 1)[1]
@@ -109,9 +118,9 @@ def test_prune_drops_crashed_uploads_and_keeps_what_kept_snapshots_refer_to(
     project, bucket = s3_project
     configure(project, "keep_min = 1\nretention_days = 1")
     _seeded(project)
-    _no_writer_running()
+    no_writer_running()
     first = _ok(project, "snapshot", "create", "--target", "dev")
-    _no_writer_running()
+    no_writer_running()
     second = _ok(project, "snapshot", "create", "--target", "dev")
     assert second["tables_reused"]
     _backdated(project, bucket, "20200101T000000Z")
@@ -220,16 +229,59 @@ def test_an_s3_location_never_carries_credentials() -> None:
             parse_s3(bad)
 
 
+@pytest.mark.usefixtures("diverged")  # dev and prod diverged in known ways
 def test_a_plan_saved_against_the_bucket_applies_exactly(
-    diverged: Project, s3_project: tuple[Project, Bucket]
+    s3_project: tuple[Project, Bucket],
 ) -> None:
     project, bucket = s3_project
-    path, plan = _saved_plan(project)
+    plan = _ok(project, "plan", "--save")
+    path = Path(plan["saved"])
     # The plan is kept in the project (apply reads it by path); it names its dev snapshot by
     # its URL in the bucket, which outlives the command that made it.
     assert path.is_relative_to(project.root / "snapshots" / "plans")
     assert plan["dev"]["path"].startswith(f"s3://{bucket.name}/{PREFIX}/dev/")
-    planned_dev = _synced(project.dev_url)
-    code, out = _apply(project, path)
-    assert code == 0, out
-    assert _synced(project.prod_url) == planned_dev
+    planned_dev = synced_digests(project.dev_url)
+    applied = project.invoke("apply", str(path), "--yes", "--json")
+    assert applied.exit_code == 0, applied.output
+    assert synced_digests(project.prod_url) == planned_dev
+
+
+def test_a_damaged_object_fails_verify_and_is_never_read(
+    s3_project: tuple[Project, Bucket],
+) -> None:
+    project, bucket = s3_project
+    _seeded(project)
+    made = _ok(project, "snapshot", "create", "--target", "dev")
+    stamp = made["path"].rsplit("/", 1)[1]
+    victim = next(k for k in bucket.keys(f"{PREFIX}/dev/{stamp}") if "User" in k)
+    with bucket.fs.open_output_stream(f"{bucket.name}/{PREFIX}/dev/{stamp}/{victim}") as f:
+        f.write(b"not the file the manifest names")
+    result = project.invoke("snapshot", "verify", made["path"], "--json")
+    assert result.exit_code == 1, result.output
+    assert any("checksum mismatch" in p for p in json.loads(result.output)["problems"])
+    with pytest.raises(SnapshotError, match="checksum mismatch"):
+        read_snapshot(made["path"], "User")
+
+
+def test_part_files_rotate_inside_the_bucket_without_a_local_copy(
+    s3_project: tuple[Project, Bucket],
+) -> None:
+    """A table split into part files: the first file moves server-side under the table's
+    folder, and each file's sha256 is the one of the bytes that reached the bucket."""
+    _, bucket = s3_project
+    remote = store.remote_for(load_settings().snapshot_dir)
+    assert remote is not None
+    build = RemoteBuild(remote, "dev", fmt.utc_now())
+    out = PartWriter(build, "public.t", [], max_rows=3)
+    for _ in range(3):
+        out.write(pa.RecordBatch.from_arrays([pa.nulls(2)], names=[NO_COLUMNS_FIELD]))
+    out.close()
+    assert out.files == [f"public.t/part-0000{n}.parquet" for n in range(2)]
+    keys = bucket.keys(f"{PREFIX}/dev/{build.stamp}")
+    assert sorted(keys) == out.files  # the first file's old name is gone
+    for rel in out.files:
+        with bucket.fs.open_input_stream(build.key(rel)) as f:
+            data = f.read()
+        assert (len(data), hashlib.sha256(data).hexdigest()) == build.written[rel]
+    build.discard()
+    assert not bucket.keys(f"{PREFIX}/dev/{build.stamp}")

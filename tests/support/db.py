@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Iterator
 from urllib.parse import urlsplit, urlunsplit
 
@@ -111,3 +112,20 @@ def granted(conn: psycopg2.extensions.connection) -> Iterator[None]:
 
     with permit.granted(permit.Permit("prod", "a test of the load", db.identity(conn))):
         yield
+
+
+def no_writer_running(timeout: float = 60.0) -> None:
+    """Reuse proves a row older than the previous snapshot by its xid preceding the oldest
+    transaction running anywhere on the server then (dbtools.xid): a writing transaction of
+    another test run on the same server makes every newer row count as changed. Wait until
+    none runs, so that what this test asserts does not depend on its neighbours."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        busy = execute(
+            SERVER_URL,
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()",
+        )[0][0]
+        if not busy:
+            return
+        time.sleep(0.2)

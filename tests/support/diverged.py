@@ -3,6 +3,13 @@ deletes and 4 inserts in `item`, one update in a table with an awkward name and 
 key, one more row in a table without a key, and a login the preserved `Account` must not get.
 Used by the plan and apply tests."""
 
+from __future__ import annotations
+
+from pathlib import Path
+
+from support.db import digests, execute
+from support.project import Project, configure
+
 SCHEMA = """
 CREATE TABLE item (id int PRIMARY KEY, name text, price numeric(10,2), tags text[],
                    blob bytea, note text);
@@ -32,3 +39,29 @@ UPDATE "Odd #?% na/me" SET v = 'changed' WHERE "k@2" = 2;
 INSERT INTO nokey VALUES (8, 'b8');
 INSERT INTO "Account" VALUES (99, 'dev-only@x');
 """
+
+
+def diverge(project: Project, checks: Path) -> Project:
+    """Both databases get the tables and rows, then dev diverges; `checks` (a new folder)
+    gets the one check of these tables (they are not the marketplace's)."""
+    checks.mkdir()
+    (checks / "items.sql").write_text(
+        "-- check: items_present\n-- description: the items arrived\n-- expect: > 0\n"
+        "SELECT count(*) FROM item;\n"
+    )
+    configure(project, f"checks_dir = {checks}\npreserved_tables = Account")
+    for url in (project.dev_url, project.prod_url):
+        execute(url, SCHEMA)
+        execute(url, FILL)
+    execute(project.dev_url, DEV_CHANGES)
+    return project
+
+
+def public_digests(url: str) -> dict:
+    """Digests of the application's tables (not dbtools' own history)."""
+    return {k: v for k, v in digests(url).items() if k.startswith("public.")}
+
+
+def synced_digests(url: str) -> dict:
+    """Digests of the tables a sync replaces (the preserved Account keeps prod's rows)."""
+    return {k: v for k, v in public_digests(url).items() if k != "public.Account"}
