@@ -41,6 +41,7 @@ from typing import Any
 from dbtools import __version__, db
 from dbtools.config import Settings
 from dbtools.db import Conn
+from dbtools.snapshot import store
 
 SCHEMA = "_dbtools"
 TABLE = f"{SCHEMA}.history"
@@ -196,10 +197,11 @@ def record(
             "RETURNING id",
             (
                 operation,
-                str(backup_path) if backup_path else None,
+                # An archive in object storage: the s3:// URL, not this process's stand-in.
+                store.shown(backup_path) if backup_path else None,
                 backup_path.name if backup_path else None,
                 backup_sha256,
-                str(snapshot_loaded) if snapshot_loaded else None,
+                store.shown(snapshot_loaded) if snapshot_loaded else None,
                 undoes,
                 json.dumps(list(migrations)),
                 json.dumps(tables or {}),
