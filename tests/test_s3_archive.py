@@ -23,7 +23,7 @@ from dbtools.snapshot.parquet_files import NO_COLUMNS_FIELD, PartWriter
 from dbtools.snapshot.retention import prune
 from dbtools.snapshot.upload import RemoteBuild
 
-from support.db import no_writer_running
+from support.db import execute, no_writer_running
 from support.diverged import synced_digests
 from support.pipeline import OLD, migrate, seed_dev, seed_stale_prod, state
 from support.processes import cli_env
@@ -84,6 +84,15 @@ def test_verify_restore_query_and_read_snapshot_read_the_bucket(
     assert queried["rows"] == [[users]] or queried["rows"] == [{"n": users}], queried
     frame = read_snapshot("dev:latest", "User")
     assert len(frame) == users > 0
+
+    # restore from the bucket: dev changed after the snapshot is back to it exactly.
+    before = state(project.dev_url)
+    execute(project.dev_url, "UPDATE \"User\" SET name = 'changed' WHERE id = 'liam'")
+    assert state(project.dev_url) != before
+    back = project.invoke("restore", made["path"], "--target", "dev", "--yes")
+    assert back.exit_code == 0, back.output
+    assert made["path"] in back.output
+    assert state(project.dev_url) == before
 
 
 def test_an_unchanged_second_backup_uploads_no_data_file(
@@ -152,6 +161,8 @@ def test_prune_drops_crashed_uploads_and_keeps_what_kept_snapshots_refer_to(
     assert _ok(project, "snapshot", "verify", second["path"])["ok"]
     # A later prune does not see those referenced files as a crashed upload.
     assert prune(load_settings(), dry_run=True, now=later).deleted == []
+    cli = _ok(project, "snapshot", "prune", "--dry-run")
+    assert cli["deleted"] == [] and [k["path"] for k in cli["kept"]] == [second["path"]]
 
 
 def test_full_sync_then_rollback_from_the_bucket_restores_prod_exactly(
@@ -174,6 +185,11 @@ def test_full_sync_then_rollback_from_the_bucket_restores_prod_exactly(
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["restored"].startswith(f"s3://{bucket.name}/{PREFIX}/prod/")
     assert state(project.prod_url) == state_before
+    # prod's history names its backups by their URL: another host's run finds them.
+    history = project.invoke("history", "--json")
+    assert history.exit_code == 0, history.output
+    assert f"s3://{bucket.name}/{PREFIX}/prod/" in history.output
+    assert "dbtools-archive-" not in history.output  # never the process's private folder
     assert not (project.root / "snapshots").exists()
 
 
