@@ -287,7 +287,8 @@ def test_part_files_rotate_inside_the_bucket_without_a_local_copy(
     _, bucket = s3_project
     remote = store.remote_for(load_settings().snapshot_dir)
     assert remote is not None
-    build = RemoteBuild(remote, "dev", fmt.utc_now())
+    created = fmt.utc_now()
+    build = RemoteBuild(remote, "dev", created)
     out = PartWriter(build, "public.t", [], max_rows=3)
     for _ in range(3):
         out.write(pa.RecordBatch.from_arrays([pa.nulls(2)], names=[NO_COLUMNS_FIELD]))
@@ -295,6 +296,8 @@ def test_part_files_rotate_inside_the_bucket_without_a_local_copy(
     assert out.files == [f"public.t/part-0000{n}.parquet" for n in range(2)]
     keys = bucket.keys(f"{PREFIX}/dev/{build.stamp}")
     assert sorted(keys) == out.files  # the first file's old name is gone
+    # A prefix in use, even without a manifest, is never shared by another upload.
+    assert RemoteBuild(remote, "dev", created).stamp == f"{build.stamp}-1"
     for rel in out.files:
         with bucket.fs.open_input_stream(build.key(rel)) as f:
             data = f.read()

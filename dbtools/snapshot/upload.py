@@ -75,13 +75,7 @@ class RemoteBuild:
         self.env = env
         self.written: dict[str, tuple[int, str]] = {}
         self.published = False
-        taken = {o.stamp for o in remote.objects(env)}
-        base = fmt.stamp_of(created)
-        # A prefix any object already uses is another run's (published or not): never mixed.
-        self.stamp = next(
-            (s for n in range(1000) if (s := base if n == 0 else f"{base}-{n}") not in taken),
-            None,
-        ) or _no_name(base)
+        self.stamp = _free_stamp(remote, env, fmt.stamp_of(created))
 
     @property
     def shown(self) -> str:
@@ -187,5 +181,13 @@ class RemoteBuild:
             self.delete(rel)
 
 
-def _no_name(base: str) -> str:
+def _free_stamp(remote: Remote, env: str, base: str) -> str:
+    """The stamp, or stamp-N, whose prefix holds no object: a prefix any object already uses
+    is another run's (published or not), never mixed with ours. (Two hosts starting a backup
+    of one archive in the same second could still pick one name; prod's writers hold the
+    sync lock, so only manual runs can race.)"""
+    for n in range(1000):
+        stamp = base if n == 0 else f"{base}-{n}"
+        if not remote.objects(env, stamp):
+            return stamp
     raise SnapshotError(f"cannot find a free snapshot name for {base} in the archive")
