@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import signal
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
@@ -26,7 +27,7 @@ from dbtools.snapshot.upload import RemoteBuild
 from support.db import execute, no_writer_running
 from support.diverged import synced_digests
 from support.pipeline import OLD, migrate, seed_dev, seed_stale_prod, state
-from support.processes import cli_env
+from support.processes import cli_env, start_cli, wait_marker
 from support.project import Project, configure
 from support.s3 import Bucket, free_port, moto_server
 from support.snapshot import table_digests
@@ -304,3 +305,45 @@ def test_part_files_rotate_inside_the_bucket_without_a_local_copy(
         assert (len(data), hashlib.sha256(data).hexdigest()) == build.written[rel]
     build.discard()
     assert not bucket.keys(f"{PREFIX}/dev/{build.stamp}")
+
+
+def test_a_backup_killed_before_its_manifest_is_never_seen_and_prune_clears_it(
+    s3_project: tuple[Project, Bucket],
+) -> None:
+    project, bucket = s3_project
+    _seeded(project)
+    # Held after every object went up, just before the manifest: then killed outright.
+    proc = start_cli(project, ["snapshot", "create", "--target", "dev"], "snapshot.publish=600")
+    try:
+        wait_marker(proc, "snapshot.publish")
+    finally:
+        proc.kill()
+        proc.wait()
+    keys = bucket.keys(f"{PREFIX}/dev")
+    assert any(k.endswith(".parquet") for k in keys)
+    assert not any(k.endswith("manifest.json") for k in keys)
+    assert _ok(project, "snapshot", "list")["snapshots"] == []
+    latest = project.invoke("snapshot", "verify", "dev:latest")
+    assert latest.exit_code == 2 and "does not exist" in latest.output
+
+    later = datetime.now(timezone.utc) + timedelta(hours=2)
+    done = prune(load_settings(), dry_run=False, now=later)
+    assert [d["reason"] for d in done.deleted] == [
+        "incomplete upload: no manifest.json, untouched for over 60 minutes"
+    ]
+    assert bucket.keys(f"{PREFIX}/dev") == {}
+
+
+def test_an_interrupted_backup_removes_its_objects(s3_project: tuple[Project, Bucket]) -> None:
+    project, bucket = s3_project
+    _seeded(project)
+    proc = start_cli(project, ["snapshot", "create", "--target", "dev"], "snapshot.publish=600")
+    try:
+        wait_marker(proc, "snapshot.publish")
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert b"no snapshot of dev was written (the partial one was removed)" in err
+    assert bucket.keys(f"{PREFIX}/dev") == {}
