@@ -279,6 +279,15 @@ def test_a_damaged_object_fails_verify_and_is_never_read(
     with pytest.raises(SnapshotError, match="checksum mismatch"):
         read_snapshot(made["path"], "User")
 
+    # An object gone from the bucket is named as missing, as a file gone from a folder.
+    again = _ok(project, "snapshot", "create", "--target", "dev")
+    stamp = again["path"].rsplit("/", 1)[1]
+    gone = next(k for k in bucket.keys(f"{PREFIX}/dev/{stamp}") if k.endswith(".parquet"))
+    bucket.fs.delete_file(f"{bucket.name}/{PREFIX}/dev/{stamp}/{gone}")
+    result = project.invoke("snapshot", "verify", again["path"], "--json")
+    assert result.exit_code == 1, result.output
+    assert f"{gone}: missing" in " ".join(json.loads(result.output)["problems"])
+
 
 def test_part_files_rotate_inside_the_bucket_without_a_local_copy(
     s3_project: tuple[Project, Bucket],

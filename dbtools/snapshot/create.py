@@ -34,6 +34,7 @@ from dbtools.errors import DbtoolsError, SnapshotError
 from dbtools.progress import phase, table_task
 from dbtools.snapshot import dedup, store, types
 from dbtools.snapshot import format as fmt
+from dbtools.snapshot.export import TableExport
 from dbtools.snapshot.parquet_files import Dest
 from dbtools.snapshot.restore import lock_tables
 from dbtools.snapshot.upload import RemoteBuild
@@ -310,7 +311,7 @@ def _export_all(
 
 
 def _checksums(
-    dest: Dest, ex: Any, prev: dedup.Previous | None
+    dest: Dest, ex: TableExport, prev: dedup.Previous | None
 ) -> tuple[dict[str, str], int, str | None]:
     """A table's files with their sha256, their bytes, and where they are stored (None: in
     the snapshot itself). Uploaded files were hashed as they streamed (upload.HashingSink);
@@ -394,9 +395,11 @@ def _create(
         schema_sql = _schema_sql(t, snapshot_id, schemas, objects, settings.lock_timeout_seconds)
         if build is not None:
             build.write_bytes(fmt.SCHEMA_SQL, schema_sql.encode("utf-8"))
+            schema_sha = build.sha256(fmt.SCHEMA_SQL)
         else:
             assert temp is not None
             (temp / fmt.SCHEMA_SQL).write_text(schema_sql, encoding="utf-8")
+            schema_sha = fmt.sha256_file(temp / fmt.SCHEMA_SQL)
 
         by_key = {tb.key: tb for tb in cat.tables}
         owned, free = _sequence_entries(cat.sequences, by_key, set(cat.excluded))
@@ -430,11 +433,7 @@ def _create(
             excluded_tables=list(cat.excluded),
             bookkeeping_tables=bookkeeping,
             sequences=free,
-            schema_sql_sha256=(
-                build.sha256(fmt.SCHEMA_SQL)
-                if build is not None
-                else fmt.sha256_file(Path(str(temp)) / fmt.SCHEMA_SQL)
-            ),
+            schema_sql_sha256=schema_sha,
             reason=reason,
             source=fmt.source_of(ident),
             snapshot_xmin=snapshot_xmin,
