@@ -234,6 +234,15 @@ def test_an_unreachable_endpoint_is_one_line_and_exit_2(s3_project: tuple[Projec
         _one_clear_line(done, bucket.env["AWS_SECRET_ACCESS_KEY"], bucket.name)
 
 
+def test_a_missing_bucket_is_said_not_shown_as_empty(s3_project: tuple[Project, Bucket]) -> None:
+    project, bucket = s3_project
+    env = {"DBTOOLS_SNAPSHOT_DIR": f"s3://{bucket.name}-typo/archive"}
+    for args in (("snapshot", "list"), ("snapshot", "create", "--target", "dev")):
+        done = _run(project, env, *args)
+        out = _one_clear_line(done, bucket.env["AWS_SECRET_ACCESS_KEY"], f"{bucket.name}-typo")
+        assert "does not exist" in out
+
+
 @pytest.mark.pure
 def test_an_s3_location_never_carries_credentials() -> None:
     with pytest.raises(ConfigError) as caught:

@@ -118,7 +118,9 @@ class Remote:
     @property
     def fs(self) -> pafs.S3FileSystem:
         if self._fs is None:
-            self._fs = s3_filesystem()
+            fs = s3_filesystem()
+            _bucket_exists(fs, self.location)
+            self._fs = fs
         return self._fs
 
     def key(self, env: str, *parts: str) -> str:
@@ -253,6 +255,20 @@ class Remote:
                     if (stamp, obj.rel) not in refs:
                         with contextlib.suppress(FileNotFoundError):
                             self.fs.delete_file(self.key(env, stamp, obj.rel))
+
+
+def _bucket_exists(fs: pafs.S3FileSystem, location: S3Location) -> None:
+    """A bucket that is not there lists as empty: say so instead of showing no snapshots."""
+    import pyarrow.fs as pafs
+
+    with reaching(location, "list"):
+        found = fs.get_file_info(location.bucket).type != pafs.FileType.NotFound
+    if not found:
+        raise ArchiveUnreachable(
+            f"cannot list the snapshot archive {location.url}: the bucket {location.bucket} "
+            "does not exist (or these credentials cannot see it)",
+            hint="create the bucket first (docs/OPERATIONS.md, the archive in object storage)",
+        )
 
 
 def _utc(moment: datetime | None) -> datetime | None:
