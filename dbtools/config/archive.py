@@ -82,6 +82,11 @@ def local_root(location: S3Location) -> Path:
     return _roots[location]
 
 
+def archives_in_object_storage() -> bool:
+    """Whether this process uses any archive in object storage."""
+    return bool(_locations)
+
+
 def location_of(directory: Path) -> S3Location | None:
     """The object-storage location a local archive folder stands for, or None (a real one)."""
     return _locations.get(Path(directory))

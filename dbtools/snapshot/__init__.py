@@ -6,10 +6,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-# Importing the snapshot package registers the read hook of archives in object storage
-# (store.fill): every reader of a snapshot's files gets them, whichever module it came through.
-from dbtools.snapshot import store as _store  # noqa: F401
-
 if TYPE_CHECKING:
     import pandas as pd
 

@@ -7,6 +7,7 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
+from dbtools.config.archive import archives_in_object_storage
 from dbtools.errors import SnapshotError
 from dbtools.snapshot.format.fields import check_relative_name
 from dbtools.snapshot.format.layout import MANIFEST, SCHEMA_SQL, _walk, sha256_file
@@ -24,6 +25,11 @@ def on_read(fetch: Callable[[Path], list[str]]) -> None:
 
 
 def _fetch(directory: Path) -> list[str]:
+    if not _fetchers and archives_in_object_storage():
+        # Every module that hands out such a snapshot imports store (which registers its
+        # hook); this is the safety net. Never at import time: `python -m dbtools` imports
+        # the package before its signal handling is in place, so the package stays light.
+        import dbtools.snapshot.store  # noqa: F401
     return [problem for fetch in _fetchers for problem in fetch(directory)]
 
 
