@@ -87,6 +87,11 @@ def archives_in_object_storage() -> bool:
     return bool(_locations)
 
 
+def local_roots() -> list[Path]:
+    """Every folder that stands for an archive in object storage in this process."""
+    return list(_locations)
+
+
 def location_of(directory: Path) -> S3Location | None:
     """The object-storage location a local archive folder stands for, or None (a real one)."""
     return _locations.get(Path(directory))

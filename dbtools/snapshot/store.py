@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from dbtools.config import redact, register_secret
-from dbtools.config.archive import S3Location, is_remote, location_of, parse_s3
+from dbtools.config.archive import S3Location, is_remote, local_roots, location_of, parse_s3
 from dbtools.errors import ConfigError, SnapshotError
 from dbtools.snapshot import format as fmt
 
@@ -292,9 +292,9 @@ def remote_for(snapshot_dir: Path) -> Remote | None:
 
 def _owner(path: Path) -> Remote | None:
     """The remote whose local folder holds `path` as <root>/<env>/<stamp>[/...]."""
-    for root, remote in _remotes.items():
+    for root in local_roots():
         if path.is_relative_to(root):
-            return remote
+            return remote_for(root)
     return None
 
 
