@@ -176,12 +176,20 @@ def test_full_sync_then_rollback_from_the_bucket_restores_prod_exactly(
     seed_stale_prod(project.prod_url)
     # Per table: md5 of its rows; fingerprint and migrations too (support.pipeline.state).
     state_before = state(project.prod_url)
+    dry = project.invoke("full-sync", "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert f"s3://{bucket.name}/{PREFIX}/prod" in dry.output  # where the backup would go
     synced = project.invoke("full-sync", "--yes")
     assert synced.exit_code == 0, synced.output
     assert state(project.prod_url) != state_before
     assert bucket.keys(f"{PREFIX}/prod")  # the backup went to the bucket
     plan = project.invoke("plan", "--json")
     assert plan.exit_code == 0, plan.output
+    preview = project.invoke("rollback", "--dry-run", "--json")
+    assert preview.exit_code == 0, preview.output
+    backup = json.loads(preview.output)["plan"]["backup"]
+    assert backup.startswith(f"s3://{bucket.name}/{PREFIX}/prod/")
+    assert state(project.prod_url) != state_before  # a dry run changes nothing
     result = project.invoke("rollback", "--yes", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["restored"].startswith(f"s3://{bucket.name}/{PREFIX}/prod/")
