@@ -122,7 +122,7 @@ def list_cmd(opts: Options, env: str | None, no_verify: bool) -> None:
 
     data = {
         "snapshots": [{**i.as_dict(), "rollback_target": i.path in marked} for i in infos],
-        "rollback_target": str(target) if target else None,
+        "rollback_target": shown(target) if target else None,
         "warnings": warnings,
     }
     opts.emit(data, render)

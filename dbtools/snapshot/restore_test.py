@@ -28,6 +28,7 @@ from dbtools.config.redaction import redact
 from dbtools.db import Progress, say
 from dbtools.errors import ConfigError, DbtoolsError
 from dbtools.snapshot import format as fmt
+from dbtools.snapshot import store
 from dbtools.snapshot.restore import load_snapshot, verified_manifest
 
 
@@ -47,7 +48,7 @@ class RestoreTest:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "path": str(self.path),
+            "path": store.shown(self.path),
             "ok": self.ok,
             "server": self.server,
             "seconds": round(self.seconds, 3),
