@@ -78,7 +78,7 @@ def test_verify_restore_query_and_read_snapshot_read_the_bucket(
     made = _ok(project, "snapshot", "create", "--target", "dev")
     restored = _ok(project, "snapshot", "verify", "dev:latest", "--restore")
     assert restored["ok"] and restored["restore"]["ok"] is True, restored
-    assert restored["path"] == made["path"]
+    assert restored["path"] == restored["restore"]["path"] == made["path"]
 
     users = table_digests(project.dev_url, ["User"])["User"][0]
     queried = _ok(project, "snapshot", "query", made["path"], 'SELECT count(*) AS n FROM "User"')
@@ -189,6 +189,8 @@ def test_full_sync_then_rollback_from_the_bucket_restores_prod_exactly(
     assert preview.exit_code == 0, preview.output
     backup = json.loads(preview.output)["plan"]["backup"]
     assert backup.startswith(f"s3://{bucket.name}/{PREFIX}/prod/")
+    listed = _ok(project, "snapshot", "list", "--env", "prod")  # plan's snapshot is newer
+    assert listed["rollback_target"] == backup in [s["path"] for s in listed["snapshots"]]
     assert state(project.prod_url) != state_before  # a dry run changes nothing
     result = project.invoke("rollback", "--yes", "--json")
     assert result.exit_code == 0, result.output
