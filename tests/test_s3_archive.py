@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -43,6 +44,9 @@ def _seeded(project: Project) -> None:
 def _ok(project: Project, *args: str) -> dict:
     result = project.invoke(*args, "--json")
     assert result.exit_code == 0, result.output
+    # No command ever shows the secret key (nor the private folder standing for the bucket).
+    assert os.environ["AWS_SECRET_ACCESS_KEY"] not in result.output
+    assert "dbtools-archive-" not in result.output
     return json.loads(result.output)
 
 
