@@ -17,6 +17,8 @@ from dbtools.snapshot.format.fields import (
     _count,
     _created,
     _dict,
+    _encryption,
+    _hex,
     _key,
     _Malformed,
     _need,
@@ -77,13 +79,19 @@ class TableEntry:
     # The primary key's columns, in key order; empty for a table without one (and in
     # snapshots written before dbtools recorded it). `dbtools plan` matches rows on it.
     primary_key: list[str] = field(default_factory=list)
+    # An encrypted snapshot's files: the salt their key is derived with (snapshot.encryption);
+    # "" in a plaintext snapshot, where it is left out of the manifest.
+    key_salt: str = ""
 
     @property
     def key(self) -> str:
         return f"{self.schema}.{self.name}"
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if not self.key_salt:
+            del out["key_salt"]
+        return out
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "table") -> TableEntry:
@@ -105,6 +113,7 @@ class TableEntry:
             content_hash=_str(_need(data, "content_hash", where), f"{where}.content_hash"),
             sequences=_sequences(data.get("sequences", []), f"{where}.sequences"),
             primary_key=_strings(data.get("primary_key", []), f"{where}.primary_key", empty=False),
+            key_salt=_hex(data["key_salt"], f"{where}.key_salt", 32) if "key_salt" in data else "",
         )
 
 
@@ -140,6 +149,8 @@ class Manifest:
     # The xmin of the snapshot the rows were read in (dbtools.xid): the next snapshot of the
     # same source proves a table unchanged against it and reuses its files (snapshot.dedup).
     snapshot_xmin: int | None = None
+    # {"scheme", "key_id"} when the files are encrypted (snapshot.encryption); None: plaintext.
+    encryption: dict[str, str] | None = None
     format_version: int = FORMAT_VERSION
 
     @property
@@ -200,6 +211,8 @@ class Manifest:
             body["source"] = self.source
         if self.snapshot_xmin is not None:
             body["snapshot_xmin"] = self.snapshot_xmin
+        if self.encryption is not None:
+            body["encryption"] = self.encryption
         return body
 
     def as_dict(self) -> dict[str, Any]:
@@ -248,6 +261,7 @@ class Manifest:
                 if data.get("snapshot_xmin") is None
                 else _count(data["snapshot_xmin"], "snapshot_xmin")
             ),
+            encryption=_encryption(data.get("encryption"), "encryption"),
         )
         manifest._validate()
         return manifest
@@ -282,6 +296,10 @@ class Manifest:
                     f"{_show(entry.schema)} is not one of the snapshot's schemas "
                     f"({', '.join(self.schemas)})",
                 )
+            if entry.key_salt and self.encryption is None:
+                raise _Malformed(f"{where}.key_salt", "present in a plaintext snapshot")
+            if entry.files and not entry.key_salt and self.encryption is not None:
+                raise _Malformed(f"{where}.key_salt", "missing (the snapshot is encrypted)")
             for rel in entry.files:
                 if rel in seen_files:
                     raise _Malformed(_key(f"{where}.files", rel), "is listed by two tables")
