@@ -32,7 +32,7 @@ from dbtools.config import Settings, redact
 from dbtools.db import Conn, Progress
 from dbtools.errors import DbtoolsError, SnapshotError
 from dbtools.progress import phase, table_task
-from dbtools.snapshot import dedup, types
+from dbtools.snapshot import dedup, encryption, types
 from dbtools.snapshot import format as fmt
 from dbtools.snapshot.restore import lock_tables
 
@@ -211,6 +211,7 @@ def _export_all(
     workers: int,
     progress: Progress,
     prev: dedup.Previous | None = None,
+    ring: encryption.Keyring | None = None,
 ) -> dict[str, Any]:
     """Export every table on worker connections that share the coordinator's snapshot; a
     table unchanged since `prev` is linked from it instead (snapshot.dedup).
@@ -260,7 +261,12 @@ def _export_all(
                         task.done(f"reused {table.key}: unchanged since {prev.path.name}")
                         continue
                     result = export.export_table(
-                        conn, table, dest, hash_conn=hash_conn, on_first_batch=pause.callback()
+                        conn,
+                        table,
+                        dest,
+                        hash_conn=hash_conn,
+                        on_first_batch=pause.callback(),
+                        sealing=encryption.table_key(ring) if ring else None,
                     )
                     with lock:
                         results[table.key] = result
@@ -332,6 +338,8 @@ def _create(
 ) -> SnapshotResult:
     t = db.target(settings, env)
     env_dir = settings.snapshot_dir / env
+    # Encryption configured but unusable fails here, before anything is read or written.
+    ring = encryption.for_writing()
     conn = db.connect(t, purpose="copy", settings=settings, autocommit=True)
     temp: Path | None = None
     cancel = contextlib.ExitStack()
@@ -363,10 +371,12 @@ def _create(
         db.say(progress, f"snapshot of {env} ({t.masked}): {len(cat.tables)} tables")
 
         temp = fmt.new_temp_dir(env_dir)
-        prev = dedup.previous(env_dir, ident)
-        exports = _export_all(t, settings, snapshot_id, cat.tables, temp, workers, progress, prev)
+        prev = dedup.previous(env_dir, ident, ring.current_id)
+        exports = _export_all(
+            t, settings, snapshot_id, cat.tables, temp, workers, progress, prev, ring
+        )
         schema_sql = _schema_sql(t, snapshot_id, schemas, objects, settings.lock_timeout_seconds)
-        (temp / fmt.SCHEMA_SQL).write_text(schema_sql, encoding="utf-8")
+        encryption.write_text(temp / fmt.SCHEMA_SQL, schema_sql, ring)
 
         by_key = {tb.key: tb for tb in cat.tables}
         owned, free = _sequence_entries(cat.sequences, by_key, set(cat.excluded))
@@ -384,6 +394,7 @@ def _create(
                 content_hash=str(ex.content_hash),
                 sequences=owned.get(table.key, []),
                 primary_key=list(table.primary_key),
+                key_salt=ex.key_salt,
             )
         manifest = fmt.Manifest(
             created_at=created.isoformat().replace("+00:00", "Z"),
@@ -403,6 +414,7 @@ def _create(
             reason=reason,
             source=fmt.source_of(ident),
             snapshot_xmin=snapshot_xmin,
+            encryption=encryption.manifest_field(ring),
         )
         fmt.write_manifest(temp, manifest)
         _, problems = fmt.verify_dir(temp)

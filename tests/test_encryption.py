@@ -1,0 +1,268 @@
+"""Encryption at rest (snapshot/encryption.py): with DBTOOLS_ARCHIVE_KEY set no stored byte shows
+a row's text, every reader still reads, a wrong or missing key is one line, a key that cannot
+encrypt writes nothing, and old keys keep reading after a rotation."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import dbtools
+from dbtools.errors import ConfigError, SnapshotError
+from dbtools.snapshot import encryption
+from dbtools.snapshot import format as fmt
+
+from support.db import execute
+from support.project import Project, configure
+from support.snapshot import setup_schema, table_digests
+
+CANARY_ROW = "CANARY-row-7f3a91"
+CANARY_COMMENT = "CANARY-comment-7f3a91"
+
+
+def new_key() -> str:
+    return base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def use_keys(project: Project, mp: pytest.MonkeyPatch, key: str | None, old: str = "") -> None:
+    """The key of the next commands (the CLI runner's environment and this process's)."""
+    for name, value in ((encryption.KEY_ENV, key or ""), (encryption.OLD_KEYS_ENV, old)):
+        if value:
+            mp.setenv(name, value)
+            project.env[name] = value
+        else:
+            mp.delenv(name, raising=False)
+            project.env.pop(name, None)
+
+
+@pytest.fixture
+def prod(project: Project) -> Project:
+    """dev and prod with the snapshot schema; prod's rows and comment hold the canaries."""
+    checks = project.root / "checks"
+    checks.mkdir()
+    (checks / "users.sql").write_text(
+        "-- check: users_present\n-- description: users arrived\n-- expect: > 0\n"
+        'SELECT count(*) FROM "User";\n'
+    )
+    configure(project, f"checks_dir = {checks}\npreserved_tables = Account")
+    setup_schema(project.dev_url)
+    setup_schema(project.prod_url)
+    for url in (project.dev_url, project.prod_url):
+        execute(url, f"COMMENT ON TABLE \"App\" IS '{CANARY_COMMENT}'")
+    execute(
+        project.prod_url,
+        f"INSERT INTO \"User\" (id, email, name) VALUES ('c1', 'c@example.com', '{CANARY_ROW}')",
+    )
+    return project
+
+
+def _ok(project: Project, *args: str) -> dict:
+    result = project.invoke(*args, "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def _backup(project: Project) -> Path:
+    return Path(_ok(project, "snapshot", "create", "--target", "prod")["path"])
+
+
+def _stored_files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file()]
+
+
+def _one_line_refusal(result: object, *needles: str) -> None:
+    out = result.output  # type: ignore[attr-defined]
+    assert result.exit_code == 2, out  # type: ignore[attr-defined]
+    assert "Traceback" not in out
+    lines = [line for line in out.splitlines() if line.strip()]
+    assert any(all(n in line for n in needles) for line in lines), out
+    assert len(lines) <= 2, out  # the line, and at most its hint
+
+
+def test_no_stored_byte_shows_a_row_and_every_reader_reads(
+    prod: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = new_key()
+    use_keys(prod, monkeypatch, key)
+    before = table_digests(prod.prod_url)
+    path = _backup(prod)
+    manifest = fmt.read_manifest(path)
+    assert manifest.encryption == {"scheme": encryption.SCHEME, "key_id": _key_id(key)}
+
+    files = _stored_files(prod.snapshot_dir)
+    assert any(p.suffix == ".parquet" for p in files) and (path / fmt.SCHEMA_SQL) in files
+    for stored in files:
+        data = stored.read_bytes()
+        assert CANARY_ROW.encode() not in data, stored
+        assert CANARY_COMMENT.encode() not in data, stored
+        assert key.encode() not in data and base64.b64decode(key) not in data, stored
+        if stored.suffix == ".parquet":  # the footer too: no column name, no statistics
+            assert data.endswith(b"PARE"), stored
+            assert b"invitedById" not in data and b"c@example.com" not in data, stored
+    # the manifest says what is not encrypted: names, counts, hashes
+    assert manifest.table("User").rows == 5
+
+    assert _ok(prod, "snapshot", "verify", str(path))["ok"] is True
+    restored = _ok(prod, "snapshot", "verify", str(path), "--restore")
+    assert restored["ok"] is True, restored
+    query = _ok(prod, "snapshot", "query", str(path), "SELECT name FROM \"User\" WHERE id = 'c1'")
+    assert query["rows"] == [[CANARY_ROW]]
+    frame = dbtools.read_snapshot("prod:latest", "public.User")
+    assert CANARY_ROW in set(frame["name"])
+    shown = _ok(prod, "snapshot", "show", str(path))
+    assert shown["encryption"]["key_id"] == _key_id(key)
+
+    # sync-data (staging reads both encrypted snapshots in DuckDB), then rollback: prod as before
+    assert table_digests(prod.prod_url) == before
+    _ok(prod, "sync-data", "--yes")
+    assert table_digests(prod.prod_url) == table_digests(prod.dev_url)
+    plan = _ok(prod, "plan")
+    assert plan["totals"]["inserted"] == 0 and plan["totals"]["deleted"] == 0
+    _ok(prod, "rollback", "--yes")
+    assert table_digests(prod.prod_url) == before
+    for stored in _stored_files(prod.snapshot_dir):
+        assert CANARY_ROW.encode() not in stored.read_bytes(), stored
+
+
+def _key_id(key: str) -> str:
+    return encryption.key_id(base64.b64decode(key))
+
+
+def test_a_wrong_or_missing_key_is_one_line(prod: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    key = new_key()
+    use_keys(prod, monkeypatch, key)
+    path = _backup(prod)
+    wrong = new_key()
+    for keys in ((wrong, ""), (None, "")):
+        use_keys(prod, monkeypatch, *keys)
+        for cmd in (
+            ("snapshot", "verify", str(path)),
+            ("snapshot", "query", str(path), 'SELECT count(*) FROM "User"'),
+            ("restore", str(path), "--target", "dev", "--yes"),
+        ):
+            result = prod.invoke(*cmd)
+            _one_line_refusal(result, "encrypted", _key_id(key), encryption.KEY_ENV)
+            assert wrong not in result.output and key not in result.output
+    with pytest.raises(encryption.KeyUnavailable, match=_key_id(key)):
+        dbtools.read_snapshot(str(path), "User")
+    # the manifest is no secret: show and list still work without the key
+    assert _ok(prod, "snapshot", "show", str(path))["encryption"]["key_id"] == _key_id(key)
+
+
+@pytest.mark.parametrize("bad", ["not base64 !!", base64.b64encode(b"short").decode()])
+def test_a_malformed_key_writes_nothing(
+    prod: Project, monkeypatch: pytest.MonkeyPatch, bad: str
+) -> None:
+    use_keys(prod, monkeypatch, bad)
+    result = prod.invoke("backup")
+    _one_line_refusal(result, encryption.KEY_ENV, "nothing was written")
+    assert bad not in result.output
+    assert not (prod.snapshot_dir / "prod").exists() or not any(
+        (prod.snapshot_dir / "prod").iterdir()
+    )
+
+
+def test_no_cryptography_means_no_snapshot_not_a_plaintext_one(
+    prod: Project, tmp_path: Path
+) -> None:
+    """A broken install (cryptography cannot be imported) with a key set: refused, nothing
+    written; run as a real process whose `cryptography` import fails."""
+    shim = tmp_path / "shim" / "cryptography"
+    shim.mkdir(parents=True)
+    (shim / "__init__.py").write_text("raise ImportError('cryptography is broken here')\n")
+    env = {**prod.env, encryption.KEY_ENV: new_key(), "PYTHONPATH": str(shim.parent)}
+    done = subprocess.run(
+        [sys.executable, "-m", "dbtools", "backup"],
+        cwd=prod.root,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "cannot encrypt" in done.stderr + done.stdout
+    assert "Traceback" not in done.stderr
+    assert not (prod.snapshot_dir / "prod").exists() or not any(
+        (prod.snapshot_dir / "prod").iterdir()
+    )
+
+
+def test_rotation_old_keys_read_and_new_files_are_not_reused(
+    prod: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old, new = new_key(), new_key()
+    use_keys(prod, monkeypatch, old)
+    first = _backup(prod)
+    # same key, nothing changed: the files are linked (dedup), as without encryption
+    again = _ok(prod, "snapshot", "create", "--target", "prod")
+    assert again["tables_reused"], again
+    use_keys(prod, monkeypatch, new, old=old)
+    assert _ok(prod, "snapshot", "verify", str(first))["ok"] is True
+    rotated = _ok(prod, "snapshot", "create", "--target", "prod")
+    assert rotated["tables_reused"] == [], rotated  # never a file of the old key
+    second = Path(rotated["path"])
+    assert fmt.read_manifest(second).encryption["key_id"] == _key_id(new)  # type: ignore[index]
+    first_inodes = {p.stat().st_ino for p in first.rglob("*.parquet")}
+    assert not first_inodes & {p.stat().st_ino for p in second.rglob("*.parquet")}
+    # the old snapshot, restored with the old key among the old ones
+    _ok(prod, "snapshot", "verify", str(first), "--restore")
+    # the old key alone no longer writes nor reads the new snapshot
+    use_keys(prod, monkeypatch, old)
+    _one_line_refusal(prod.invoke("snapshot", "verify", str(second)), _key_id(new))
+
+
+def test_a_plaintext_archive_is_unchanged(prod: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    use_keys(prod, monkeypatch, None)
+    path = _backup(prod)
+    raw = json.loads((path / fmt.MANIFEST).read_text())
+    assert "encryption" not in raw
+    assert all("key_salt" not in t for t in raw["tables"].values())
+    assert CANARY_ROW.encode() in b"".join(p.read_bytes() for p in path.rglob("*.parquet"))
+    # and a plaintext previous snapshot is never reused by an encrypted one
+    use_keys(prod, monkeypatch, new_key())
+    assert _ok(prod, "snapshot", "create", "--target", "prod")["tables_reused"] == []
+
+
+@pytest.mark.pure
+def test_the_envelope_refuses_truncation_and_edits() -> None:
+    key = secrets.token_bytes(32)
+    ring = encryption.Keyring(key, {encryption.key_id(key): key})
+    chunk = 64 << 10
+    for size in (0, 1, chunk, 2 * chunk + 7):
+        data = secrets.token_bytes(size)
+        sealed = encryption.seal(data, key)
+        assert encryption.unseal(sealed, ring, "x") == data
+        damaged = [sealed[:-1], sealed[:60]]  # a byte short; the header alone
+        if size > chunk:
+            damaged.append(sealed[: len(sealed) - (size % chunk) - 16])  # a whole chunk short
+        flipped = bytearray(sealed)
+        flipped[-1] ^= 1
+        damaged.append(bytes(flipped))
+        for bad in damaged:
+            with pytest.raises(SnapshotError, match=r"does not decrypt|not an encrypted"):
+                encryption.unseal(bad, ring, "x")
+    other = secrets.token_bytes(32)
+    with pytest.raises(encryption.KeyUnavailable, match=encryption.key_id(key)):
+        encryption.unseal(encryption.seal(b"x", key), encryption.Keyring(other), "x")
+
+
+@pytest.mark.pure
+def test_key_parsing_names_the_variable_never_the_value() -> None:
+    assert encryption.keyring({}).current is None
+    good = new_key()
+    ring = encryption.keyring({encryption.KEY_ENV: good})
+    assert ring.current == base64.b64decode(good)
+    short, long = (base64.b64encode(b"y" * n).decode() for n in (31, 33))
+    for bad in ("x" * 10, short, long):
+        with pytest.raises(ConfigError) as info:
+            encryption.keyring({encryption.KEY_ENV: bad})
+        assert encryption.KEY_ENV in str(info.value) and bad not in str(info.value)
+    with pytest.raises(ConfigError, match="old keys only read"):
+        encryption.keyring({encryption.OLD_KEYS_ENV: good})
