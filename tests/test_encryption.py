@@ -24,6 +24,7 @@ from support.project import Project, configure
 from support.snapshot import setup_schema, table_digests
 
 CANARY_ROW = "CANARY-row-7f3a91"
+CANARY_KEY = "CANARY-key-7f3a91"  # a primary key only prod has: a saved plan names it
 CANARY_COMMENT = "CANARY-comment-7f3a91"
 
 
@@ -58,7 +59,8 @@ def prod(project: Project) -> Project:
         execute(url, f"COMMENT ON TABLE \"App\" IS '{CANARY_COMMENT}'")
     execute(
         project.prod_url,
-        f"INSERT INTO \"User\" (id, email, name) VALUES ('c1', 'c@example.com', '{CANARY_ROW}')",
+        'INSERT INTO "User" (id, email, name) '
+        f"VALUES ('{CANARY_KEY}', 'c@example.com', '{CANARY_ROW}')",
     )
     return project
 
@@ -112,23 +114,36 @@ def test_no_stored_byte_shows_a_row_and_every_reader_reads(
     assert _ok(prod, "snapshot", "verify", str(path))["ok"] is True
     restored = _ok(prod, "snapshot", "verify", str(path), "--restore")
     assert restored["ok"] is True, restored
-    query = _ok(prod, "snapshot", "query", str(path), "SELECT name FROM \"User\" WHERE id = 'c1'")
+    query = _ok(
+        prod, "snapshot", "query", str(path), f"SELECT name FROM \"User\" WHERE id = '{CANARY_KEY}'"
+    )
     assert query["rows"] == [[CANARY_ROW]]
     frame = dbtools.read_snapshot("prod:latest", "public.User")
     assert CANARY_ROW in set(frame["name"])
     shown = _ok(prod, "snapshot", "show", str(path))
     assert shown["encryption"]["key_id"] == _key_id(key)
 
-    # sync-data (staging reads both encrypted snapshots in DuckDB), then rollback: prod as before
+    # a saved plan names rows by key: encrypted too; apply reads it, rollback undoes it
     assert table_digests(prod.prod_url) == before
+    plan = _ok(prod, "plan", "--save")
+    assert plan["totals"]["deleted"] == 1, plan
+    saved = Path(plan["saved"])
+    assert CANARY_KEY.encode() not in saved.read_bytes()
+    assert CANARY_KEY in json.dumps(plan)  # (the output shows it: it is not stored)
+    _ok(prod, "apply", str(saved), "--yes")
+    assert table_digests(prod.prod_url) == table_digests(prod.dev_url)
+    _ok(prod, "rollback", "--yes")
+    assert table_digests(prod.prod_url) == before
+    # sync-data: staging reads both encrypted snapshots in DuckDB
     _ok(prod, "sync-data", "--yes")
     assert table_digests(prod.prod_url) == table_digests(prod.dev_url)
-    plan = _ok(prod, "plan")
-    assert plan["totals"]["inserted"] == 0 and plan["totals"]["deleted"] == 0
+    after = _ok(prod, "plan")["totals"]
+    assert after["inserted"] == after["updated"] == after["deleted"] == 0, after
     _ok(prod, "rollback", "--yes")
     assert table_digests(prod.prod_url) == before
     for stored in _stored_files(prod.snapshot_dir):
-        assert CANARY_ROW.encode() not in stored.read_bytes(), stored
+        data = stored.read_bytes()
+        assert CANARY_ROW.encode() not in data and CANARY_KEY.encode() not in data, stored
 
 
 def _key_id(key: str) -> str:

@@ -310,6 +310,21 @@ def read_text(path: Path, directory: Path, manifest: Manifest) -> str:
     return data.decode("utf-8")
 
 
+def protect(text: str, ring: Keyring) -> bytes:
+    """A file of the archive that is not a snapshot's but holds row values (a saved plan
+    names rows by their keys), as stored: sealed when a key is configured."""
+    data = text.encode("utf-8")
+    return seal(data, ring.current) if ring.current is not None else data
+
+
+def unprotect(data: bytes, what: str) -> str:
+    """The text of a file `protect` wrote: sealed ones are opened with the configured keys;
+    one written without a key reads as it is."""
+    if data.startswith(_MAGIC):
+        data = unseal(data, keyring(), what)
+    return data.decode("utf-8")
+
+
 # ---- before writing: prove it works -----------------------------------------------------------
 
 _proven: set[str] = set()
