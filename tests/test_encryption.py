@@ -193,12 +193,15 @@ def test_a_malformed_key_writes_nothing(
     prod: Project, monkeypatch: pytest.MonkeyPatch, bad: str
 ) -> None:
     use_keys(prod, monkeypatch, bad)
-    result = prod.invoke("backup")
-    _one_line_refusal(result, encryption.KEY_ENV, "nothing was written")
-    assert bad not in result.output
-    assert not (prod.snapshot_dir / "prod").exists() or not any(
-        (prod.snapshot_dir / "prod").iterdir()
-    )
+    before = table_digests(prod.prod_url)
+    for cmd in (("backup",), ("sync-data", "--yes"), ("plan", "--save")):
+        result = prod.invoke(*cmd)
+        _one_line_refusal(result, encryption.KEY_ENV, "nothing was written")
+        assert bad not in result.output
+        written = [p for p in prod.snapshot_dir.rglob("*")] if prod.snapshot_dir.exists() else []
+        made = [p for p in written if p.is_file() or p.name.startswith(fmt.TMP_PREFIX)]
+        assert made + [p for p in written if fmt.is_stamp(p.name)] == [], (cmd, written)
+    assert table_digests(prod.prod_url) == before
 
 
 def test_no_cryptography_means_no_snapshot_not_a_plaintext_one(
