@@ -25,7 +25,7 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import DDL, FILL, admin, db_url, run_sql  # noqa: E402
+from run import DDL, FILL, admin, db_url, run_sql
 
 
 def _dbtools(args: list[str], env: dict[str, str]) -> tuple[float, dict[str, object]]:
