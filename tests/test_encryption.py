@@ -69,6 +69,8 @@ def prod(project: Project) -> Project:
     setup_schema(project.prod_url)
     for url in (project.dev_url, project.prod_url):
         execute(url, f"COMMENT ON TABLE \"App\" IS '{CANARY_COMMENT}'")
+    # a change in a table without list columns too: DuckDB decrypts that one itself in staging
+    execute(project.dev_url, "UPDATE \"Ticket\" SET note = 'dev only' WHERE note = 'one'")
     execute(
         project.prod_url,
         'INSERT INTO "User" (id, email, name) '
@@ -144,16 +146,18 @@ def test_no_stored_byte_shows_a_row_and_every_reader_reads(
     # a saved plan names rows by key: encrypted too; apply reads it, rollback undoes it
     assert table_digests(prod.prod_url) == before
     plan = _ok(prod, "plan", "--save")
-    assert plan["totals"]["deleted"] == 1, plan
+    assert plan["totals"]["deleted"] == 1 and plan["totals"]["updated"] == 1, plan
     saved = Path(plan["saved"])
     assert CANARY_KEY.encode() not in saved.read_bytes()
     assert CANARY_KEY in json.dumps(plan)  # (the output shows it: it is not stored)
-    _ok(prod, "apply", str(saved), "--yes")
+    applied = _ok(prod, "apply", str(saved), "--yes")
+    assert applied["lock"]["mode"] == "short", applied["lock"]  # staged, not a full reload
     assert table_digests(prod.prod_url) == table_digests(prod.dev_url)
     _ok(prod, "rollback", "--yes")
     assert table_digests(prod.prod_url) == before
     # sync-data: staging reads both encrypted snapshots in DuckDB
-    _ok(prod, "sync-data", "--yes")
+    synced = _ok(prod, "sync-data", "--yes")
+    assert synced["lock"]["mode"] == "short", synced["lock"]
     assert table_digests(prod.prod_url) == table_digests(prod.dev_url)
     after = _ok(prod, "plan")["totals"]
     assert after["inserted"] == after["updated"] == after["deleted"] == 0, after
@@ -187,6 +191,10 @@ def test_a_wrong_or_missing_key_is_one_line(prod: Project, monkeypatch: pytest.M
         dbtools.read_snapshot(str(path), "User")
     # the manifest is no secret: show and list still work without the key
     assert _ok(prod, "snapshot", "show", str(path))["encryption"]["key_id"] == _key_id(key)
+    listed = prod.invoke("snapshot", "list", "--json")  # (it verifies by default)
+    assert "Traceback" not in listed.output
+    (info,) = json.loads(listed.output)["snapshots"]
+    assert info["verified"] is False and _key_id(key) in info["problems"][0], info
 
 
 @pytest.mark.parametrize("bad", ["not base64 !!", base64.b64encode(b"short").decode()])
