@@ -277,9 +277,16 @@ def test_a_plaintext_archive_is_unchanged(prod: Project, monkeypatch: pytest.Mon
     assert "encryption" not in raw
     assert all("key_salt" not in t for t in raw["tables"].values())
     assert CANARY_ROW.encode() in b"".join(p.read_bytes() for p in path.rglob("*.parquet"))
-    # and a plaintext previous snapshot is never reused by an encrypted one
-    use_keys(prod, monkeypatch, new_key())
-    assert _ok(prod, "snapshot", "create", "--target", "prod")["tables_reused"] == []
+    assert "not encrypted" in prod.invoke("snapshot", "show", str(path)).output
+    # with a key set, a plaintext snapshot still reads (restores) as it was written, and it
+    # is never reused by an encrypted one
+    key = new_key()
+    use_keys(prod, monkeypatch, key)
+    assert _ok(prod, "snapshot", "verify", str(path), "--restore")["ok"] is True
+    encrypted = _ok(prod, "snapshot", "create", "--target", "prod")
+    assert encrypted["tables_reused"] == []
+    shown = prod.invoke("snapshot", "show", encrypted["path"]).output
+    assert f"encrypted with key id {_key_id(key)}" in shown
 
 
 @pytest.mark.pure
