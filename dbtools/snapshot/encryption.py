@@ -7,12 +7,13 @@ encrypted; without it, snapshots are written as before. Old keys
 - Parquet files: Parquet Modular Encryption (pyarrow), uniform AES-GCM of every column and
   of the footer (schema, statistics), under a key of its own per table export: HKDF-SHA256
   of the master key with a random 16-byte salt the manifest records (`key_salt`). One key
-  per export keeps AES-GCM's random nonces far from their limit, and DuckDB reads such a
-  file itself (`read_parquet(..., encryption_config = {footer_key: ...})`), so plan, staging
-  and `snapshot query` stay out of core. (pyarrow's CryptoFactory wraps per-file keys with a
-  KMS, which DuckDB cannot read: every DuckDB path would have to go through Arrow.)
-- schema.sql (pg_dump's DDL holds defaults and comments): an envelope, AES-256-GCM in
-  chunks with the STREAM construction (counter nonce, last-chunk flag): a truncated,
+  per export keeps AES-GCM's random nonces far from their limit. DuckDB scans the files as
+  a decrypting pyarrow dataset (`TableSecret.dataset`), and where it needs its own reader's
+  file row numbers (staging) reads them itself with the key (`duckdb_option`), except a
+  file with a list column, whose AES tag DuckDB 2.0 computes differently (query.table_source).
+  (pyarrow's CryptoFactory wraps per-file keys with a KMS, which DuckDB cannot read.)
+- schema.sql (DDL with defaults and comments) and saved plans (rows' keys): an envelope,
+  AES-256-GCM in chunks with the STREAM construction (counter nonce, last-chunk flag): a truncated,
   reordered or edited file is refused. Its header holds the key id and the salt.
 - The manifest stays readable without the key (table names, row counts, hashes, column
   names and types): it is what decides which key to use. It records the key id, a
