@@ -207,3 +207,23 @@ def test_quoted_table_names_survive_setup_cfg(names: list[str]) -> None:
         )
         s = config.load_settings(root, environ={})
     assert s.excluded_tables == tuple(names) == s.preserved_tables
+
+
+@settings(max_examples=100, deadline=None)
+@given(key=st.binary(min_size=32, max_size=32), old=st.binary(min_size=32, max_size=32))
+def test_archive_keys_from_the_environment_are_never_shown(key: bytes, old: bytes) -> None:
+    """DBTOOLS_ARCHIVE_KEY and every DBTOOLS_ARCHIVE_OLD_KEYS entry, registered by
+    load_settings, are masked wherever they stand in a text, raw or percent-encoded."""
+    import base64
+    import tempfile
+    from pathlib import Path
+
+    current, previous = (base64.b64encode(k).decode() for k in (key, old))
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "setup.cfg").write_text("[dbtools]\n", encoding="utf-8")
+        environ = {"DBTOOLS_ARCHIVE_KEY": current, "DBTOOLS_ARCHIVE_OLD_KEYS": f" {previous} ,"}
+        config.load_settings(Path(tmp), environ=environ)
+    for secret in (current, previous):
+        shown = redact(f"error: key={secret} ({encoded(secret)}) in {secret}x")
+        for form in forms(secret):
+            assert form not in shown, shown

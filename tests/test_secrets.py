@@ -28,8 +28,12 @@ from support.project import Project
 RAW = "pa@ss:w#rd-7c1d"
 SPECIAL = "Pr0d @:/?#%ü-9x"
 SHORT = "k9"
+# The archive key (snapshot/encryption.py) is set for every reachable run: it must never show
+# either, nor land in a file (its '+' and '/' need percent-encoding in a URL-ish context).
+ARCHIVE_KEY = "q+3/Zm9vYmFyYmF6cXV4LWRidG9vbHMta2V5LTAwMDE="
 # (libpq cuts a raw password at its first '@' and shows the rest as a host name: look for it)
 FORMS = [RAW, RAW.split("@", 1)[1], SPECIAL, quote(SPECIAL, safe=""), quote(RAW, safe="")]
+FORMS += [ARCHIVE_KEY, quote(ARCHIVE_KEY, safe="")]
 
 # (command path, arguments). Destructive ones run with --yes against the test databases.
 INVOCATIONS: list[tuple[str, list[str]]] = [
@@ -222,7 +226,12 @@ def assert_ran(name: str, args: list[str], code: int, stdout: str, stderr: str) 
 def test_no_password_in_output(project: Project, name: str, args: list[str]) -> None:
     codes, needs_prod = EXPECTED[name]
     base = {**os.environ, **project.env}
-    ok_env = {**base, "DEV_DATABASE_URL": dev_url(project), "PROD_DATABASE_URL": prod_url(project)}
+    ok_env = {
+        **base,
+        "DEV_DATABASE_URL": dev_url(project),
+        "PROD_DATABASE_URL": prod_url(project),
+        "DBTOOLS_ARCHIVE_KEY": ARCHIVE_KEY,
+    }
     code, stdout, stderr = run_cli_parts(project, args, ok_env)
     out = stdout + stderr
     assert_clean(out, f"{name} (reachable)")

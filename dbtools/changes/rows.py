@@ -21,6 +21,7 @@ from typing import Any
 from dbtools.changes.model import BY_KEY, REPLACED, SAMPLE_KEYS, TableChanges
 from dbtools.db import quote_ident
 from dbtools.snapshot import format as fmt
+from dbtools.snapshot.encryption import table_secret
 from dbtools.snapshot.query import lock_down, table_source
 
 # The presence markers of the join (user columns are named c0, c1, ... there: no clash).
@@ -95,6 +96,7 @@ class TableSources:
                     paths,
                     positions=positions,
                     columns=[str(c["name"]) for c in entry.columns],
+                    secret=table_secret(directory, manifest, entry),
                 )
                 # DuckDB matches names case-insensitively ("v" and "V" are one column to
                 # it, the second read as "V_1"): the view names every column by position.

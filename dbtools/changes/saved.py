@@ -18,8 +18,8 @@ from typing import Any
 from dbtools.changes.model import NEW_TABLE, PRESERVED, UNCHANGED, ChangeSet
 from dbtools.config import Settings
 from dbtools.errors import ConfigError, SafetyError
+from dbtools.snapshot import encryption, store
 from dbtools.snapshot import format as fmt
-from dbtools.snapshot import store
 
 PLANS_DIR = "plans"  # under the snapshot archive: saved plans, private like backups
 
@@ -46,10 +46,12 @@ def save(settings: Settings, changes: ChangeSet) -> Path:
     ident = plan_id(changes)
     path = directory / f"{fmt.stamp_of(fmt.utc_now())}-{ident[:12]}.json"
     data = {"plan_id": ident, **changes.jsonable()}
+    text = json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"
+    # It names rows by their keys: encrypted like the snapshots when a key is configured.
+    stored = encryption.protect(text, encryption.for_writing())
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        json.dump(data, out, indent=2, sort_keys=True, default=str)
-        out.write("\n")
+    with os.fdopen(fd, "wb") as out:
+        out.write(stored)
     return path
 
 
@@ -128,7 +130,7 @@ def _load(path: Path) -> Any:
     try:
         if path.stat().st_size > MAX_PLAN_BYTES:
             raise ConfigError(f"cannot read the plan {path}: larger than any plan dbtools writes")
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(encryption.unprotect(path.read_bytes(), f"the plan {path}"))
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a JSON plan"
         raise ConfigError(f"cannot read the plan {path}: {why}") from None

@@ -210,6 +210,9 @@ def show_cmd(opts: Options, ref: str, tables: tuple[str, ...]) -> None:
             f"  migration head {m.migration_head or '-'}, {len(m.migrations)} applied",
             f"  excluded: {', '.join(m.excluded_tables) or '-'}; "
             f"bookkeeping left out: {', '.join(m.bookkeeping_tables) or '-'}",
+            "  encrypted with key id " + m.encryption["key_id"]
+            if m.encryption
+            else "  not encrypted",
         ]
         rows = [[t["table"], t["rows"], t["columns"], _size(t["bytes"])] for t in data["tables"]]
         parts = ["\n".join(head), table(rows, ["table", "rows", "columns", "bytes"])]

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from dbtools.config.archive import is_remote, local_root, parse_s3
 from dbtools.config.names import schema_names, split_names, table_keys
-from dbtools.config.redaction import mask_url
+from dbtools.config.redaction import mask_url, register_secret
 from dbtools.config.sources import (
     ENV_FILES,
     ENV_VARS,
@@ -177,6 +177,12 @@ def load_settings(
 
     def names(key: str, default: str = "") -> tuple[tuple[str, ...], ...]:
         return split_names(get(key, default), f"setup.cfg [dbtools] {key}")
+
+    # The archive's keys (snapshot/encryption.py) are secrets like passwords: registered for
+    # redaction before anything can print them, whatever their spelling.
+    for name in ("DBTOOLS_ARCHIVE_KEY", "DBTOOLS_ARCHIVE_OLD_KEYS"):
+        for raw in environ.get(name, "").split(","):
+            register_secret(raw.strip())
 
     urls: dict[str, str | None] = {}
     sources: dict[str, str] = {}

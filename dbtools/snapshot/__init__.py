@@ -38,14 +38,19 @@ def read_snapshot(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from dbtools.snapshot import encryption, types
     from dbtools.snapshot import format as fmt
-    from dbtools.snapshot import types
     from dbtools.snapshot.archive import resolve_path
 
     directory = resolve_path(settings, str(path))
-    entry = fmt.read_manifest(directory).table(table)
+    manifest = fmt.read_manifest(directory)
+    entry = manifest.table(table)
+    # An encrypted snapshot is read with the key of DBTOOLS_ARCHIVE_KEY (or an old key).
+    keys = encryption.decryption(directory, manifest, entry)
     # Checked: inside the snapshot, no symlink on the way (a crafted manifest reads nothing else).
-    parts = [pq.read_table(p) for p in fmt.table_files(directory, entry)]
+    parts = [
+        pq.read_table(p, decryption_properties=keys) for p in fmt.table_files(directory, entry)
+    ]
     data = pa.concat_tables(parts) if parts else pa.table({})
     data = _as_lists(data, entry.columns, types)
     data = _plain_extensions(data, types)

@@ -32,7 +32,7 @@ from dbtools.config import Settings, redact
 from dbtools.db import Conn, Progress
 from dbtools.errors import DbtoolsError, SnapshotError
 from dbtools.progress import phase, table_task
-from dbtools.snapshot import dedup, store, types
+from dbtools.snapshot import dedup, encryption, store, types
 from dbtools.snapshot import format as fmt
 from dbtools.snapshot.export import TableExport
 from dbtools.snapshot.parquet_files import Dest
@@ -214,6 +214,7 @@ def _export_all(
     workers: int,
     progress: Progress,
     prev: dedup.Previous | None = None,
+    ring: encryption.Keyring | None = None,
 ) -> dict[str, Any]:
     """Export every table on worker connections that share the coordinator's snapshot; a
     table unchanged since `prev` is linked from it instead (snapshot.dedup).
@@ -263,7 +264,12 @@ def _export_all(
                         task.done(f"reused {table.key}: unchanged since {prev.path.name}")
                         continue
                     result = export.export_table(
-                        conn, table, dest, hash_conn=hash_conn, on_first_batch=pause.callback()
+                        conn,
+                        table,
+                        dest,
+                        hash_conn=hash_conn,
+                        on_first_batch=pause.callback(),
+                        sealing=encryption.table_key(ring) if ring else None,
                     )
                     with lock:
                         results[table.key] = result
@@ -351,6 +357,8 @@ def _create(
 ) -> SnapshotResult:
     t = db.target(settings, env)
     env_dir = settings.snapshot_dir / env
+    # Encryption configured but unusable fails here, before anything is read or written.
+    ring = encryption.for_writing()
     # An archive in object storage: the snapshot is streamed into the bucket (upload.py).
     remote = store.remote_for(settings.snapshot_dir)
     conn = db.connect(t, purpose="copy", settings=settings, autocommit=True)
@@ -390,15 +398,19 @@ def _create(
             dest = build = RemoteBuild(remote, env, created)
         else:
             dest = temp = fmt.new_temp_dir(env_dir)
-        prev = dedup.previous(env_dir, ident)
-        exports = _export_all(t, settings, snapshot_id, cat.tables, dest, workers, progress, prev)
+        prev = dedup.previous(env_dir, ident, ring.current_id)
+        exports = _export_all(
+            t, settings, snapshot_id, cat.tables, dest, workers, progress, prev, ring
+        )
         schema_sql = _schema_sql(t, snapshot_id, schemas, objects, settings.lock_timeout_seconds)
+        # schema.sql as stored: sealed when snapshots are encrypted (encryption.protect).
+        schema_bytes = encryption.protect(schema_sql, ring)
         if build is not None:
-            build.write_bytes(fmt.SCHEMA_SQL, schema_sql.encode("utf-8"))
+            build.write_bytes(fmt.SCHEMA_SQL, schema_bytes)
             schema_sha = build.sha256(fmt.SCHEMA_SQL)
         else:
             assert temp is not None
-            (temp / fmt.SCHEMA_SQL).write_text(schema_sql, encoding="utf-8")
+            (temp / fmt.SCHEMA_SQL).write_bytes(schema_bytes)
             schema_sha = fmt.sha256_file(temp / fmt.SCHEMA_SQL)
 
         by_key = {tb.key: tb for tb in cat.tables}
@@ -418,6 +430,7 @@ def _create(
                 sequences=owned.get(table.key, []),
                 primary_key=list(table.primary_key),
                 stored_in=stored_in,
+                key_salt=ex.key_salt,
             )
         manifest = fmt.Manifest(
             created_at=created.isoformat().replace("+00:00", "Z"),
@@ -437,6 +450,7 @@ def _create(
             reason=reason,
             source=fmt.source_of(ident),
             snapshot_xmin=snapshot_xmin,
+            encryption=encryption.manifest_field(ring),
         )
         if build is not None:
             problems = build.verify(manifest)

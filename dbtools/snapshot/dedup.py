@@ -39,6 +39,7 @@ from dbtools import catalog, db
 from dbtools.errors import SnapshotError
 from dbtools.snapshot import format as fmt
 from dbtools.snapshot import types
+from dbtools.snapshot.encryption import snapshot_key_id
 from dbtools.snapshot.export import TableExport
 from dbtools.snapshot.parquet_files import Dest
 from dbtools.snapshot.upload import RemoteBuild
@@ -61,8 +62,10 @@ class Previous:
     manifest: fmt.Manifest
 
 
-def previous(env_dir: Path, identity: db.Identity) -> Previous | None:
-    """The newest snapshot in env_dir of the database `identity` names that can serve."""
+def previous(env_dir: Path, identity: db.Identity, key_id: str | None) -> Previous | None:
+    """The newest snapshot in env_dir of the database `identity` names that can serve: its
+    files encrypted under the key the new snapshot is written with (`key_id`; None for
+    plaintext), so that a snapshot never holds a file of another key (or none when it should)."""
     for path in reversed(list(fmt.snapshot_dirs(env_dir))):
         if path.is_symlink() or not fmt.is_stamp(path.name):
             continue
@@ -70,7 +73,11 @@ def previous(env_dir: Path, identity: db.Identity) -> Previous | None:
             manifest = fmt.read_manifest(path)
         except (SnapshotError, OSError, ValueError):  # `snapshot verify` reports a broken one
             continue
-        if manifest.snapshot_xmin is not None and fmt.same_source(manifest.source, identity):
+        if (
+            manifest.snapshot_xmin is not None
+            and fmt.same_source(manifest.source, identity)
+            and snapshot_key_id(manifest) == key_id
+        ):
             return Previous(path, manifest)
     return None
 
@@ -144,4 +151,5 @@ def reuse(
         content_hash=entry.content_hash,
         fallbacks=[str(c["name"]) for c in entry.columns if c.get("fallback")],
         stored_in=stored_in,
+        key_salt=entry.key_salt,
     )

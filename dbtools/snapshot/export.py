@@ -37,6 +37,7 @@ from dbtools.db import describe_error, quote_ident
 from dbtools.errors import SnapshotError
 from dbtools.snapshot import hashing, types
 from dbtools.snapshot.copy_stream import ColumnRejected, RowTooWide, stream
+from dbtools.snapshot.encryption import TableKey
 from dbtools.snapshot.parquet_files import NO_COLUMNS_FIELD, Dest, PartWriter, file_stem
 from dbtools.snapshot.upload import RemoteBuild
 
@@ -53,6 +54,7 @@ class TableExport:
     columns: list[dict[str, Any]]
     content_hash: str
     fallbacks: list[str] = field(default_factory=list)
+    key_salt: str = ""  # the files' key salt when encrypted (snapshot.encryption)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -183,6 +185,7 @@ def export_table(
     max_file_rows: int | None = None,
     hash_conn: psycopg2.extensions.connection | None = None,
     on_first_batch: Callable[[], None] | None = None,
+    sealing: TableKey | None = None,
 ) -> TableExport:
     """Write the table's rows to Parquet under dest_dir and hash them, in the caller's transaction.
 
@@ -202,6 +205,8 @@ def export_table(
     A table without columns has rows all the same: its file holds one column of Arrow type
     null named NO_COLUMNS_FIELD, one null per row, so that pyarrow and DuckDB count its rows;
     the manifest's column list is empty.
+
+    sealing, when given, encrypts every file with its key (snapshot.encryption).
     """
     dest_dir = dest_dir if isinstance(dest_dir, RemoteBuild) else Path(dest_dir)
     plans = types.plan_table(table)
@@ -215,7 +220,7 @@ def export_table(
         if not plans:
             digest = hasher.result() if hasher else hashing.content_hash(conn, table, names)
             rows = int(digest.split(":")[1])
-            out = _write_no_columns(dest_dir, table, rows, max_file_rows)
+            out = _write_no_columns(dest_dir, table, rows, max_file_rows, sealing)
             fallbacks: list[str] = []
         else:
             try:
@@ -235,6 +240,7 @@ def export_table(
                 plain,
                 source,
                 on_first_batch,
+                sealing,
             )
     except BaseException:
         if hasher is not None:
@@ -254,6 +260,7 @@ def export_table(
         columns=[p.as_manifest() for p in plans],
         content_hash=digest,
         fallbacks=fallbacks,
+        key_salt=sealing.salt if sealing else "",
     )
 
 
@@ -261,11 +268,16 @@ _NO_COLUMNS_GROUP = 1 << 20
 
 
 def _write_no_columns(
-    dest_dir: Dest, table: catalog.Table, rows: int, max_file_rows: int | None
+    dest_dir: Dest,
+    table: catalog.Table,
+    rows: int,
+    max_file_rows: int | None,
+    sealing: TableKey | None,
 ) -> PartWriter:
     """The file of a table without columns: `rows` nulls of type null (no data pages)."""
+    lock = sealing.secret.encryption() if sealing else None
     try:
-        out = PartWriter(dest_dir, file_stem(table), [], max_file_rows)
+        out = PartWriter(dest_dir, file_stem(table), [], max_file_rows, encryption=lock)
     except OSError as exc:
         raise SnapshotError(f"cannot write the snapshot of {table.key}: {exc}") from None
     try:
@@ -292,6 +304,7 @@ def _export_rows(
     plain: bool,
     source: str,
     on_first_batch: Callable[[], None] | None,
+    sealing: TableKey | None,
 ) -> tuple[int, PartWriter, list[str]]:
     """COPY into Parquet, switching a rejected column to text and retrying; `plans` is updated.
 
@@ -302,9 +315,12 @@ def _export_rows(
     fallbacks: list[str] = []
     widened = False
     sql = copy_out_sql(table, [p.name for p in plans], plain=plain, source=source)
+    lock = sealing.secret.encryption() if sealing else None
     for _attempt in range(len(plans) + 2):
         try:
-            out = PartWriter(dest_dir, file_stem(table), plans, max_file_rows, wide=widened)
+            out = PartWriter(
+                dest_dir, file_stem(table), plans, max_file_rows, wide=widened, encryption=lock
+            )
         except OSError as exc:
             raise SnapshotError(f"cannot write the snapshot of {table.key}: {exc}") from None
         try:

@@ -29,6 +29,7 @@ from dbtools import catalog, interrupt
 from dbtools.db import describe_error, quote_ident
 from dbtools.errors import SnapshotError
 from dbtools.snapshot import types
+from dbtools.snapshot.encryption import TableSecret
 
 _BATCH_ROWS = 8_192
 _BATCH_BYTES = 8 << 20
@@ -210,11 +211,14 @@ def _check_columns(table: catalog.Table, names: list[str]) -> None:
         raise SnapshotError(f"cannot load {table.key}: the manifest names a column twice")
 
 
-def _batches(dest_dir: Path, files: list[str], names: list[str]) -> Iterator[pa.RecordBatch]:
+def _batches(
+    dest_dir: Path, files: list[str], names: list[str], secret: TableSecret | None = None
+) -> Iterator[pa.RecordBatch]:
+    decryption = secret.decryption() if secret else None
     for rel in files:
         path = dest_dir / rel
         try:
-            pf = pq.ParquetFile(str(path), pre_buffer=False)
+            pf = pq.ParquetFile(str(path), pre_buffer=False, decryption_properties=decryption)
         except FileNotFoundError:
             raise SnapshotError(f"snapshot file {rel} is missing") from None
         except (OSError, pa.ArrowException) as exc:
@@ -329,8 +333,10 @@ def load_table(
     columns: list[dict[str, Any]],
     *,
     freeze: bool = False,
+    secret: TableSecret | None = None,
 ) -> int:
     """COPY the snapshot files' rows into `table`; return the number of rows loaded.
+    `secret` decrypts the files of an encrypted snapshot (encryption.table_secret).
 
     `columns` is the manifest's column list (TableExport.columns); only those columns are
     copied. freeze=True is legal only when the table was created or truncated earlier in the
@@ -340,7 +346,7 @@ def load_table(
     names = [str(c["name"]) for c in columns]
     _check_columns(table, names)
     sql = copy_in_sql(table, names, freeze=freeze)
-    return copy_batches(conn, sql, table.key, _batches(Path(dest_dir), files, names))
+    return copy_batches(conn, sql, table.key, _batches(Path(dest_dir), files, names, secret))
 
 
 def copy_batches(

@@ -8,6 +8,7 @@ import hashlib
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -98,9 +99,12 @@ class PartWriter:
         max_rows: int | None,
         *,
         wide: bool = False,
+        encryption: Any = None,
     ) -> None:
         self.dest_dir = dest_dir
         self.wide = wide
+        # pyarrow's FileEncryptionProperties (snapshot.encryption), or None: plaintext.
+        self.encryption = encryption
         # Column statistics keep a copy of each page's min and max value: for a table with
         # rows wider than the reader's block that is two more copies of the widest value, so
         # there only fixed-width columns get statistics.
@@ -138,6 +142,7 @@ class PartWriter:
             # Lists as Parquet's LIST layout names them (`<column>.list.element`), which is
             # also the list type read back (types.LIST_ELEMENT): the manifest's arrow_type.
             use_compliant_nested_type=True,
+            encryption_properties=self.encryption,
         )
 
     def _close_writer(self) -> None:

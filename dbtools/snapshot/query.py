@@ -18,6 +18,7 @@ from typing import Any
 from dbtools.db import quote_ident
 from dbtools.errors import ConfigError, VerificationFailed
 from dbtools.snapshot import format as fmt
+from dbtools.snapshot.encryption import TableSecret, table_secret
 
 
 @dataclass
@@ -37,13 +38,13 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _arrow(paths: list[Path], positions: bool = False) -> Any:
+def _arrow(paths: list[Path], positions: bool = False, secret: TableSecret | None = None) -> Any:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     parts = []
     for p in paths:
-        part = pq.read_table(p)
+        part = pq.read_table(p, decryption_properties=secret.decryption() if secret else None)
         if positions:  # what read_parquet's file_row_number and filename options add
             at = part.num_columns
             part = part.add_column(at, "__dbtools_row", pa.array(range(part.num_rows), pa.int64()))
@@ -60,21 +61,38 @@ def _shown(value: Any) -> Any:
 
 
 def table_source(
-    con: Any, label: str, paths: list[Path], *, positions: bool = False, columns: Sequence[str] = ()
+    con: Any,
+    label: str,
+    paths: list[Path],
+    *,
+    positions: bool = False,
+    columns: Sequence[str] = (),
+    secret: TableSecret | None = None,
 ) -> str:
     """A SELECT over one table's checked Parquet files; with `positions`, each row's number in
     its file and the file's path follow its columns (`columns`, the table's column names, must
     then be given: read_parquet cannot add its row number beside a column of that name).
 
     A path holding a glob character would be expanded by DuckDB: those files are read with
-    pyarrow and registered under `label` instead."""
+    pyarrow and registered under `label` instead.
+
+    `secret` decrypts an encrypted snapshot's files (encryption.table_secret). DuckDB scans
+    them as a pyarrow dataset that decrypts batch by batch; with `positions`, which only
+    read_parquet adds, DuckDB reads them itself with the table's key, or, for a file with a
+    list column (which DuckDB cannot decrypt), from memory."""
     names = [str(p) for p in paths]
     clash = positions and any(c.lower() in ("file_row_number", FILE_COLUMN) for c in columns)
-    if clash or any(c in p for p in names for c in "*?[{"):
-        table = _arrow(paths, positions)
+    if secret is not None and paths and not positions:
+        con.register(label, secret.dataset(paths))
+        return f"SELECT * FROM {quote_ident(label)}"
+    nested = secret is not None and paths and secret.nested(paths[0])
+    if clash or nested or any(c in p for p in names for c in "*?[{"):
+        table = _arrow(paths, positions, secret)
         con.register(label, table)
         return f"SELECT * FROM {quote_ident(label)}"
     options = f", file_row_number = true, filename = '{FILE_COLUMN}'" if positions else ""
+    if secret is not None:
+        options += ", " + secret.duckdb_option(con, f"key_{label}")
     return f"SELECT * FROM read_parquet([{', '.join(map(_literal, names))}]{options})"
 
 
@@ -98,6 +116,7 @@ def query_snapshot(path: Path, sql: str, *, limit: int | None = 1000) -> QueryRe
     directory = Path(path)
     manifest = fmt.read_manifest(directory)
     files = {key: fmt.table_files(directory, entry) for key, entry in manifest.tables.items()}
+    secrets = {k: table_secret(directory, manifest, e) for k, e in manifest.tables.items()}
     con = duckdb.connect(":memory:")
     try:
         schemas = {t.schema for t in manifest.tables.values()} - {"main"}
@@ -105,7 +124,9 @@ def query_snapshot(path: Path, sql: str, *, limit: int | None = 1000) -> QueryRe
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}")
         allowed: list[str] = []
         for n, (key, entry) in enumerate(manifest.tables.items()):
-            source = table_source(con, f"__dbtools_{n}_{entry.name}", files[key])
+            source = table_source(
+                con, f"__dbtools_{n}_{entry.name}", files[key], secret=secrets[key]
+            )
             allowed += [str(p) for p in files[key]]
             con.execute(f"CREATE VIEW {quote_ident(entry.name)} AS {source}")
             if entry.schema != "main":

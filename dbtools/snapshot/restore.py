@@ -48,8 +48,8 @@ from dbtools.errors import (
     VerificationFailed,
 )
 from dbtools.progress import phase, table_task
+from dbtools.snapshot import encryption, post_load, preserve, suspend
 from dbtools.snapshot import format as fmt
-from dbtools.snapshot import post_load, preserve, suspend
 from dbtools.snapshot.preflight import check_schema, plan_load
 
 
@@ -220,7 +220,10 @@ def _run_load(
                     rows = before[table.key]
                 else:
                     if table.columns:
-                        rows = load.load_table(conn, table, path, list(entry.files), entry.columns)
+                        secret = encryption.table_secret(path, manifest, entry)
+                        rows = load.load_table(
+                            conn, table, path, list(entry.files), entry.columns, secret=secret
+                        )
                     else:
                         rows = _insert_empty_rows(conn, table, entry.rows)
                     if rows != entry.rows:

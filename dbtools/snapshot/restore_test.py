@@ -27,8 +27,8 @@ from dbtools.config import Settings
 from dbtools.config.redaction import redact
 from dbtools.db import Progress, say
 from dbtools.errors import ConfigError, DbtoolsError
+from dbtools.snapshot import encryption, store
 from dbtools.snapshot import format as fmt
-from dbtools.snapshot import store
 from dbtools.snapshot.restore import load_snapshot, verified_manifest
 
 
@@ -67,9 +67,10 @@ def _on_server(t: db.Target, name: str) -> db.Target:
     return db.Target(env=t.env, url=url, expected_name=name)
 
 
-def _load_schema(t: db.Target, schema_sql: Path) -> None:
-    """Run the snapshot's schema.sql in the scratch database (psql, one transaction)."""
-    text = schema_sql.read_text(encoding="utf-8")
+def _load_schema(t: db.Target, path: Path, manifest: fmt.Manifest) -> None:
+    """Run the snapshot's schema.sql in the scratch database (psql, one transaction). It
+    reaches psql on its standard input, decrypted in memory: never as a plaintext file."""
+    text = encryption.read_text(path / fmt.SCHEMA_SQL, path, manifest)
     if text.startswith("-- pg_dump could not be used"):
         raise DbtoolsError(
             "the snapshot's schema.sql holds no runnable DDL (pg_dump was not available when "
@@ -86,8 +87,9 @@ def _load_schema(t: db.Target, schema_sql: Path) -> None:
     args = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction"]
     try:
         done = subprocess.run(
-            [*args, "-f", str(schema_sql), "--dbname", conninfo],
+            [*args, "-f", "-", "--dbname", conninfo],
             env=env,
+            input=text,
             capture_output=True,
             text=True,
             timeout=600,
@@ -145,7 +147,7 @@ def restore_test(
         try:
             scratch_t = _on_server(admin_t, name)
             say(progress, f"restore test: scratch database {name} on {result.server}")
-            _load_schema(scratch_t, path / fmt.SCHEMA_SQL)
+            _load_schema(scratch_t, path, manifest)
             # the snapshot's own schemas and exclusions: what it was taken with
             own = dataclasses.replace(
                 settings,

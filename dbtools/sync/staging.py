@@ -33,6 +33,7 @@ from dbtools.errors import SnapshotError
 from dbtools.progress import phase, table_task
 from dbtools.snapshot import format as fmt
 from dbtools.snapshot import hashing, load
+from dbtools.snapshot.encryption import TableSecret, table_secret
 from dbtools.snapshot.preflight import LoadPlan
 
 BY_KEY = "by_key"
@@ -70,17 +71,22 @@ class Staging:
 
 
 def _picked(
-    directory: Path, files: list[str], names: list[str], wanted: dict[str, list[int]]
+    directory: Path,
+    files: list[str],
+    names: list[str],
+    wanted: dict[str, list[int]],
+    secret: TableSecret | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """The rows at the wanted positions (file path -> sorted row numbers), only the row groups
     that hold one are decoded."""
+    decryption = secret.decryption() if secret else None
     for rel in files:
         path = directory / rel
         rows = wanted.get(str(path))
         if not rows:
             continue
         try:
-            pf = pq.ParquetFile(str(path), pre_buffer=False)
+            pf = pq.ParquetFile(str(path), pre_buffer=False, decryption_properties=decryption)
             start = 0
             for group in range(pf.metadata.num_row_groups):
                 end = start + pf.metadata.row_group(group).num_rows
@@ -187,8 +193,9 @@ def stage_changes(
                         from_prod = kind in ("deleted", "before")
                         directory, man = (prod_dir, p) if from_prod else (dev_dir, d)
                         files = list(man.files)
+                        secret = table_secret(directory, prod if from_prod else dev, man)
                         if positions is None:  # replaced whole: every dev row
-                            batches = load._batches(directory, files, columns)
+                            batches = load._batches(directory, files, columns, secret)
                         else:
                             wanted: dict[str, list[int]] = {}
                             for f, r in positions[kind]:
@@ -196,7 +203,7 @@ def stage_changes(
                             if not wanted:
                                 entry.counts[kind] = 0
                                 continue
-                            batches = _picked(directory, files, columns, wanted)
+                            batches = _picked(directory, files, columns, wanted, secret)
                         name = quote_ident(f"__dbtools_stage_{n}_{kind}")
                         entry.counts[kind] = _stage(conn, table, name, columns, batches)
                         task.add(entry.counts[kind])

@@ -177,3 +177,21 @@ def _source(value: Any, where: str) -> dict[str, Any] | None:
         raise _Malformed(f"{where}.database_oid", f"expected a positive integer, got {_show(oid)}")
     database = _str(_need(src, "database", where), f"{where}.database", empty=False)
     return {"system_identifier": system, "database_oid": oid, "database": database}
+
+
+def _hex(value: Any, where: str, digits: int) -> str:
+    text = _str(value, where)
+    if len(text) != digits or any(c not in "0123456789abcdef" for c in text):
+        raise _Malformed(where, f"expected {digits} lowercase hex digits, got {_show(value)}")
+    return text
+
+
+def _encryption(value: Any, where: str) -> dict[str, str] | None:
+    """How the snapshot's files are encrypted (snapshot.encryption): scheme and key id."""
+    if value is None:
+        return None
+    data = _dict(value, where)
+    return {
+        "scheme": _str(_need(data, "scheme", where), f"{where}.scheme", empty=False),
+        "key_id": _hex(_need(data, "key_id", where), f"{where}.key_id", 16),
+    }

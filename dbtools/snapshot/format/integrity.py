@@ -6,6 +6,7 @@ import contextlib
 import stat
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from dbtools.config.archive import archives_in_object_storage
 from dbtools.errors import SnapshotError
@@ -82,12 +83,12 @@ def table_files(directory: Path, entry: TableEntry) -> list[Path]:
     return out
 
 
-def _parquet_problems(path: Path, rel: str) -> tuple[int | None, list[str]]:
+def _parquet_problems(path: Path, rel: str, decryption: Any) -> tuple[int | None, list[str]]:
     """Read every row group of a Parquet file; return its row count or what is wrong."""
     import pyarrow.parquet as pq
 
     try:
-        pf = pq.ParquetFile(path)
+        pf = pq.ParquetFile(path, decryption_properties=decryption)
         rows = 0
         for i in range(pf.num_row_groups):
             rows += pf.read_row_group(i).num_rows
@@ -100,12 +101,17 @@ def _parquet_problems(path: Path, rel: str) -> tuple[int | None, list[str]]:
 def verify_dir(directory: Path, *, read_data: bool = True) -> tuple[Manifest | None, list[str]]:
     """Check a snapshot: manifest intact and valid, every file present inside the directory
     (no symlink anywhere) with its checksum, Parquet readable and holding the manifest's row
-    counts. Returns (manifest or None, problems)."""
+    counts. Returns (manifest or None, problems). An encrypted snapshot whose key is not
+    configured raises encryption.KeyUnavailable (one line naming the key id needed)."""
+    from dbtools.snapshot import encryption
+
     _fetch(directory)  # what it finds is found again below, in this function's words
     try:
         manifest = read_manifest(directory)
     except SnapshotError as exc:
         return None, [exc.message]
+    if read_data:
+        encryption.master_key(directory, manifest)
     problems: list[str] = []
     for entry_path, st in _walk(directory):
         if stat.S_ISLNK(st.st_mode):
@@ -136,7 +142,9 @@ def verify_dir(directory: Path, *, read_data: bool = True) -> tuple[Manifest | N
             if sha256_file(path) != checksum:
                 problems.append(f"{rel}: checksum mismatch (table {key}; truncated or damaged)")
             if read_data:
-                rows, bad = _parquet_problems(path, rel)
+                rows, bad = _parquet_problems(
+                    path, rel, encryption.decryption(directory, manifest, entry)
+                )
                 problems += bad
                 if rows is None:
                     unreadable = True

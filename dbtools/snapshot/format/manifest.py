@@ -17,6 +17,8 @@ from dbtools.snapshot.format.fields import (
     _count,
     _created,
     _dict,
+    _encryption,
+    _hex,
     _key,
     _Malformed,
     _need,
@@ -81,6 +83,9 @@ class TableEntry:
     # snapshot of the same env folder whose prefix holds these files, for a table reused
     # unchanged (snapshot.dedup). Absent: the files are the snapshot's own.
     stored_in: str | None = None
+    # An encrypted snapshot's files: the salt their key is derived with (snapshot.encryption);
+    # "" in a plaintext snapshot, where it is left out of the manifest.
+    key_salt: str = ""
 
     @property
     def key(self) -> str:
@@ -90,6 +95,8 @@ class TableEntry:
         out = asdict(self)
         if self.stored_in is None:  # manifests without it read and checksum as before
             del out["stored_in"]
+        if not self.key_salt:
+            del out["key_salt"]
         return out
 
     @classmethod
@@ -113,6 +120,7 @@ class TableEntry:
             sequences=_sequences(data.get("sequences", []), f"{where}.sequences"),
             primary_key=_strings(data.get("primary_key", []), f"{where}.primary_key", empty=False),
             stored_in=_stored_in(data.get("stored_in"), f"{where}.stored_in"),
+            key_salt=_hex(data["key_salt"], f"{where}.key_salt", 32) if "key_salt" in data else "",
         )
 
 
@@ -157,6 +165,8 @@ class Manifest:
     # The xmin of the snapshot the rows were read in (dbtools.xid): the next snapshot of the
     # same source proves a table unchanged against it and reuses its files (snapshot.dedup).
     snapshot_xmin: int | None = None
+    # {"scheme", "key_id"} when the files are encrypted (snapshot.encryption); None: plaintext.
+    encryption: dict[str, str] | None = None
     format_version: int = FORMAT_VERSION
 
     @property
@@ -217,6 +227,8 @@ class Manifest:
             body["source"] = self.source
         if self.snapshot_xmin is not None:
             body["snapshot_xmin"] = self.snapshot_xmin
+        if self.encryption is not None:
+            body["encryption"] = self.encryption
         return body
 
     def as_dict(self) -> dict[str, Any]:
@@ -265,6 +277,7 @@ class Manifest:
                 if data.get("snapshot_xmin") is None
                 else _count(data["snapshot_xmin"], "snapshot_xmin")
             ),
+            encryption=_encryption(data.get("encryption"), "encryption"),
         )
         manifest._validate()
         return manifest
@@ -299,6 +312,10 @@ class Manifest:
                     f"{_show(entry.schema)} is not one of the snapshot's schemas "
                     f"({', '.join(self.schemas)})",
                 )
+            if entry.key_salt and self.encryption is None:
+                raise _Malformed(f"{where}.key_salt", "present in a plaintext snapshot")
+            if entry.files and not entry.key_salt and self.encryption is not None:
+                raise _Malformed(f"{where}.key_salt", "missing (the snapshot is encrypted)")
             for rel in entry.files:
                 if rel in seen_files:
                     raise _Malformed(_key(f"{where}.files", rel), "is listed by two tables")
