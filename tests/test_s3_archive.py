@@ -3,9 +3,11 @@ archive command against moto's S3 server over real HTTP, as against a bucket."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -19,8 +21,8 @@ from dbtools import read_snapshot
 from dbtools.config import load_settings
 from dbtools.config.archive import parse_s3
 from dbtools.errors import ConfigError, SnapshotError
+from dbtools.snapshot import encryption, store
 from dbtools.snapshot import format as fmt
-from dbtools.snapshot import store
 from dbtools.snapshot.parquet_files import NO_COLUMNS_FIELD, PartWriter
 from dbtools.snapshot.retention import prune
 from dbtools.snapshot.upload import RemoteBuild
@@ -379,3 +381,49 @@ def test_an_interrupted_backup_removes_its_objects(s3_project: tuple[Project, Bu
     assert proc.returncode == 130, err
     assert b"no snapshot of dev was written (the partial one was removed)" in err
     assert bucket.keys(f"{PREFIX}/dev") == {}
+
+
+def test_an_encrypted_archive_in_the_bucket_holds_no_row_and_restores(
+    s3_project: tuple[Project, Bucket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both halves of #13 at once: with DBTOOLS_ARCHIVE_KEY set, what is streamed into the
+    bucket is sealed (Parquet and schema.sql), and every reader still reads it with the key."""
+    project, bucket = s3_project
+    _seeded(project)
+    canary_row, canary_comment = "CANARY-s3-row-41d2", "CANARY-s3-comment-41d2"
+    execute(project.dev_url, f"UPDATE \"User\" SET name = '{canary_row}' WHERE id = 'liam'")
+    execute(project.dev_url, f"COMMENT ON TABLE \"User\" IS '{canary_comment}'")
+    key = base64.b64encode(secrets.token_bytes(32)).decode()
+    monkeypatch.setenv(encryption.KEY_ENV, key)
+    project.env[encryption.KEY_ENV] = key
+
+    made = _ok(project, "snapshot", "create", "--target", "dev")
+    stamp = made["path"].rsplit("/", 1)[1]
+    keys = bucket.keys(f"{PREFIX}/dev/{stamp}")
+    assert any(k.endswith(".parquet") for k in keys) and "schema.sql" in keys
+    for rel in keys:
+        with bucket.fs.open_input_stream(f"{bucket.name}/{PREFIX}/dev/{stamp}/{rel}") as fh:
+            data = fh.read()
+        assert canary_row.encode() not in data, rel
+        assert key.encode() not in data, rel
+        if rel != "manifest.json":  # the manifest holds names and counts, by design
+            assert canary_comment.encode() not in data, rel
+
+    verified = _ok(project, "snapshot", "verify", "dev:latest", "--restore")
+    assert verified["ok"] and verified["restore"]["ok"] is True, verified
+    frame = read_snapshot("dev:latest", "User")
+    assert canary_row in set(frame["name"])
+
+    before = state(project.dev_url)
+    execute(project.dev_url, "UPDATE \"User\" SET name = 'changed' WHERE id = 'liam'")
+    back = project.invoke("restore", made["path"], "--target", "dev", "--yes")
+    assert back.exit_code == 0, back.output
+    assert key not in back.output
+    assert state(project.dev_url) == before
+
+    # Without the key: one line naming what is needed, exit 2, nothing read.
+    monkeypatch.delenv(encryption.KEY_ENV)
+    project.env.pop(encryption.KEY_ENV)
+    refused = project.invoke("snapshot", "query", made["path"], 'SELECT count(*) FROM "User"')
+    assert refused.exit_code == 2, refused.output
+    assert "Traceback" not in refused.output and encryption.KEY_ENV in refused.output

@@ -138,7 +138,10 @@ class RemoteBuild:
         the Parquet footers. Reused files were checked to exist with their size."""
         import pyarrow.parquet as pq
 
+        from dbtools.snapshot import encryption
+
         problems: list[str] = []
+        named = Path(self.env) / self.stamp  # how a missing key's line names the snapshot
         fs = self.remote.fs
         with reaching(self.remote.location, "read"):
             for rel, (size, sha) in sorted(self.written.items()):
@@ -153,9 +156,12 @@ class RemoteBuild:
                 if entry.stored_in is not None:
                     continue
                 rows = 0
+                # An encrypted footer is read with the table's key, as every reader does.
+                sealed = encryption.decryption(named, manifest, entry)
                 for rel in entry.files:
                     with fs.open_input_file(self.key(rel)) as fh:
-                        rows += pq.ParquetFile(fh).metadata.num_rows
+                        footer = pq.ParquetFile(fh, decryption_properties=sealed)
+                        rows += footer.metadata.num_rows
                 if rows != entry.rows:
                     problems.append(
                         f"{key}: the manifest says {entry.rows} rows, files hold {rows}"
