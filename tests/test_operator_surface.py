@@ -231,11 +231,7 @@ def test_jobs_run_the_chosen_make_target_with_the_secrets(workflow: dict[Any, An
         assert 'make "$OPERATION" YES=1' in runs, name
         step = next(s for s in steps if s.get("run") == 'make "$OPERATION" YES=1')
         assert runs.index("make install-prod") < steps.index(step)
-        assert step["env"] == {
-            "OPERATION": "${{ inputs.operation }}",
-            "DEV_DATABASE_URL": "${{ secrets.DEV_DATABASE_URL }}",
-            "PROD_DATABASE_URL": "${{ secrets.PROD_DATABASE_URL }}",
-        }
+        assert step["env"] == {"OPERATION": "${{ inputs.operation }}", **SECRETS}
         python = next(s for s in steps if s.get("uses", "").startswith("actions/setup-python@"))
         assert python["with"]["cache"] == "pip"
         summary = next(s for s in steps if "dbtools check --target prod" in s.get("run", ""))
@@ -266,20 +262,44 @@ def test_jobs_that_change_prod_wait_for_approval(workflow: dict[Any, Any]) -> No
             assert job.get("environment") == "production", name
 
 
+# Every step that runs dbtools gets the databases and the shared archive's secrets (#13).
+SECRETS = {
+    "DEV_DATABASE_URL": "${{ secrets.DEV_DATABASE_URL }}",
+    "PROD_DATABASE_URL": "${{ secrets.PROD_DATABASE_URL }}",
+    "AWS_ACCESS_KEY_ID": "${{ secrets.AWS_ACCESS_KEY_ID }}",
+    "AWS_SECRET_ACCESS_KEY": "${{ secrets.AWS_SECRET_ACCESS_KEY }}",
+    "DBTOOLS_ARCHIVE_KEY": "${{ secrets.DBTOOLS_ARCHIVE_KEY }}",
+}
+ARCHIVE = "${{ secrets.DBTOOLS_ARCHIVE_URL || 'snapshots' }}"
+FALLBACK = "env.DBTOOLS_SNAPSHOT_DIR == 'snapshots'"
+
+
 @pytest.mark.pure
-def test_snapshots_are_kept_as_an_artifact_for_30_days(workflow: dict[Any, Any]) -> None:
-    assert workflow["env"]["DBTOOLS_SNAPSHOT_DIR"] == "snapshots"
+def test_every_run_shares_one_archive_and_artifacts_are_only_the_fallback(
+    workflow: dict[Any, Any],
+) -> None:
+    assert workflow["env"]["DBTOOLS_SNAPSHOT_DIR"] == ARCHIVE
     for name, job in workflow["jobs"].items():
         if not set(job_choices(job)) & {"backup", "sync-data", "full-sync", "rollback"} or (
             name == "plan"
         ):
             continue
-        upload = next(
-            s for s in job["steps"] if s.get("uses", "").startswith("actions/upload-artifact@")
-        )
-        assert upload["if"] == "always()", name
+        steps = job["steps"]
+        upload = next(s for s in steps if s.get("uses", "").startswith("actions/upload-artifact@"))
+        assert upload["if"] == f"always() && {FALLBACK}", name
         assert upload["with"]["path"].rstrip("/") == "snapshots"
         assert upload["with"]["retention-days"] == 30
+        # and the run's summary says which of the two kept its snapshots
+        said = next(
+            s for s in steps if "GITHUB_STEP_SUMMARY" in s.get("run", "") and "fallback" in s["run"]
+        )
+        assert said["if"] == "always()" and steps.index(said) < steps.index(upload), name
+    for job in workflow["jobs"].values():
+        for step in job["steps"]:
+            if ".venv/bin/dbtools" in step.get("run", "") or 'make "$OPERATION"' in step.get(
+                "run", ""
+            ):
+                assert SECRETS.items() <= step.get("env", {}).items(), step
 
 
 PROMOTION = ("plan", "apply")
@@ -291,10 +311,7 @@ def test_sync_data_is_planned_then_exactly_the_uploaded_plan_applied(
 ) -> None:
     plan, apply = workflow["jobs"]["plan"], workflow["jobs"]["apply"]
     assert job_choices(plan) == job_choices(apply) == ["sync-data"]
-    secrets = {
-        "DEV_DATABASE_URL": "${{ secrets.DEV_DATABASE_URL }}",
-        "PROD_DATABASE_URL": "${{ secrets.PROD_DATABASE_URL }}",
-    }
+    secrets = SECRETS
     # plan: no approval, the row-level plan in the step summary, uploaded without prod data
     assert "environment" not in plan
     step = next(s for s in plan["steps"] if "dbtools plan" in s.get("run", ""))
@@ -330,6 +347,7 @@ def test_rollback_from_ci_restores_the_backup_of_the_run_that_took_it(
     assert job["permissions"]["actions"] == "read"  # another run's artifact
     steps = job["steps"]
     download = next(s for s in steps if s.get("uses", "").startswith("actions/download-artifact@"))
+    assert download["if"] == FALLBACK  # the shared archive already holds the backup
     assert download["with"]["run-id"] == "${{ inputs.backup_run_id }}"
     assert download["with"]["pattern"] == "snapshots-*" and download["with"]["path"] == "snapshots"
     dry = next(s for s in steps if "rollback --dry-run" in s.get("run", ""))
@@ -347,7 +365,7 @@ def test_the_seeds_maintenance_schedule_runs_by_itself() -> None:
     data = yaml.safe_load(MAINTENANCE.read_text())
     triggers = data["on"] if "on" in data else data[True]
     crons = [c["cron"] for c in triggers["schedule"]]
-    assert crons == ["17 3 * * 1", "41 4 1 * *"]  # weekly, monthly
+    assert crons == ["17 3 * * 1", "41 4 1 * *", "29 2 * * *"]  # weekly, monthly, daily prune
     # never at the same time as a sync
     assert data["concurrency"] == {"group": "database-sync", "cancel-in-progress": False}
     weekly, monthly = data["jobs"]["weekly"], data["jobs"]["monthly"]
@@ -363,6 +381,17 @@ def test_the_seeds_maintenance_schedule_runs_by_itself() -> None:
     assert monthly["environment"] == "production" and "environment" not in weekly
     upload = next(s for s in monthly["steps"] if s.get("uses", "").startswith("actions/upload-"))
     assert upload["with"]["retention-days"] == 90
+    assert upload["if"] == FALLBACK  # with the shared archive the backup is kept there
+    assert data["env"]["DBTOOLS_SNAPSHOT_DIR"] == ARCHIVE
+    # daily prune of the shared archive: approved like every job that deletes backups
+    prune = data["jobs"]["prune"]
+    assert crons[2] in prune["if"] and prune["environment"] == "production"
+    step = next(s for s in prune["steps"] if "make prune YES=1" in s.get("run", ""))
+    assert SECRETS.items() <= step["env"].items()
+    # a failing prune or restore test fails the run, though its output goes through tee
+    for script in (step["run"], *runs):
+        if "| tee" in script:
+            assert 'exit "$rc"' in script and 'exit "${PIPESTATUS[0]}"' in script, script
     for job in (weekly, monthly):
         assert job["services"]["postgres"]["image"].startswith("postgres:")
 
